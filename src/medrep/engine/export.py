@@ -1,0 +1,82 @@
+"""Exported encoders: weights as safetensors plus a JSON of how to rebuild them.
+
+Loading never unpickles: the JSON names a registered backbone and its keyword arguments, and the
+weights are plain tensors. The JSON also records the preprocessing the encoder was trained with,
+so that evaluation prepares images the same way unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import MedrepError
+from ..models import Backbone, build_backbone
+
+FORMAT = "medrep-encoder"
+PREPROCESS_KEYS = ("size", "intensity", "window", "percentiles", "spatial_dims")
+
+
+def export_encoder(encoder: Backbone, directory: str | Path, recipe: dict | None = None) -> Path:
+    """Write ``encoder.safetensors`` and ``encoder.json`` into ``directory``; return the JSON path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(directory / "encoder.safetensors"), metadata={"format": FORMAT})
+    info: dict[str, Any] = {
+        "format": FORMAT,
+        "medrep_version": __version__,
+        "backbone": encoder.config,
+        "out_dim": encoder.out_dim,
+        "weights": "encoder.safetensors",
+    }
+    if recipe is not None:
+        info["method"] = recipe["method"]["name"]
+        info["preprocess"] = {k: recipe["data"][k] for k in PREPROCESS_KEYS if k in recipe["data"]}
+    (directory / "encoder.json").write_text(json.dumps(info, indent=2))
+    return directory / "encoder.json"
+
+
+def read_encoder_info(path: str | Path) -> tuple[dict, Path]:
+    """The JSON description and weights path for a run folder, an encoder folder, ``.json`` or ``.safetensors``."""
+    path = Path(path)
+    if path.is_dir() and (path / "encoder" / "encoder.json").is_file():
+        path = path / "encoder"  # a run folder
+    if path.is_dir():
+        path = path / "encoder.json"
+    elif path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise MedrepError("no exported encoder here (expected encoder.json beside encoder.safetensors)", path)
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MedrepError(f"not valid JSON: {exc}", path) from exc
+    if info.get("format") != FORMAT:
+        raise MedrepError(f"not a medrep encoder description (format {info.get('format')!r})", path)
+    return info, path.parent / info.get("weights", "encoder.safetensors")
+
+
+def load_encoder(path: str | Path, weights: bool = True, map_location: str | torch.device = "cpu") -> Backbone:
+    """Rebuild an exported encoder as an ``nn.Module`` in eval mode.
+
+    ``weights=False`` gives the same architecture with random initialisation (a baseline).
+    """
+    info, weights_path = read_encoder_info(path)
+    encoder = build_backbone(info["backbone"])
+    if weights:
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except (SafetensorError, FileNotFoundError, OSError) as exc:
+            raise MedrepError(f"cannot read encoder weights: {exc}", weights_path) from exc
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise MedrepError(f"weights do not match the backbone (missing {missing[:5]}, unexpected {unexpected[:5]})", weights_path)
+    encoder.preprocess = info.get("preprocess", {})
+    return encoder.eval()

@@ -1,0 +1,63 @@
+"""The one LightningModule: it drives any registered method and owns the optimiser schedule."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+
+from ..methods import Method
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-D parameters), as is standard."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class MethodModule(pl.LightningModule):
+    def __init__(self, method: Method, optim: dict):
+        super().__init__()
+        self.method = method
+        self.optim = dict(optim)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.method.training_step(batch)
+        if "loss" not in losses:
+            raise KeyError(f"method {self.method.name!r} returned no 'loss' (got {sorted(losses)})")
+        batch_size = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=batch_size)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        return losses["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.method.on_train_batch_end(self.global_step, int(self.trainer.estimated_stepping_batches))
+
+    def configure_optimizers(self):
+        cfg = self.optim
+        groups = param_groups(self.method, cfg["weight_decay"])
+        if cfg["name"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+        elif cfg["name"] == "adam":
+            opt = torch.optim.Adam(groups, lr=cfg["lr"])
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"])
+        if cfg["schedule"] == "constant" and not cfg["warmup_steps"]:
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(cfg["warmup_steps"])
+        cosine = cfg["schedule"] == "cosine"
+        lam = (lambda s: warmup_cosine(s, warmup, total)) if cosine else (lambda s: min(1.0, (s + 1) / max(1, warmup)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

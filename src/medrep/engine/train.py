@@ -1,0 +1,94 @@
+"""Pretraining: recipe in, run folder out (checkpoints, logs, resolved recipe, exported encoder).
+
+Scale-out is Lightning's: ``trainer.devices``, ``trainer.num_nodes`` and ``trainer.strategy=ddp``
+work under ``torchrun`` or Lightning's own launcher; nothing here spawns processes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from ..data import build_dataset, collate
+from ..errors import MedrepError, RecipeError
+from ..methods import build_method
+from ..recipe import dump_recipe
+from .export import export_encoder
+from .module import MethodModule
+
+log = logging.getLogger(__name__)
+
+
+def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
+    data = recipe["data"]
+    dataset = build_dataset(data, split=split)
+    if len(dataset) < data["batch_size"] and drop_last:
+        raise RecipeError(f"is larger than the data set ({len(dataset)} samples)", "data.batch_size")
+    workers = data["num_workers"]
+    return DataLoader(
+        dataset, batch_size=data["batch_size"], shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+        collate_fn=collate, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _precision(recipe: dict) -> str:
+    precision = recipe["trainer"]["precision"]
+    accelerator = recipe["trainer"]["accelerator"]
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision == "16-mixed":
+        raise RecipeError("16-mixed needs a GPU; on CPU use bf16-mixed or 32", "trainer.precision")
+    return precision
+
+
+def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = None) -> pl.Trainer:
+    t = recipe["trainer"]
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
+        every_n_train_steps=t["checkpoint_every_n_steps"], save_last=True, save_top_k=-1,
+    )
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    return pl.Trainer(
+        accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
+        precision=_precision(recipe), accumulate_grad_batches=t["accumulate_grad_batches"],
+        gradient_clip_val=t["gradient_clip_val"], max_steps=t["max_steps"] or -1, max_epochs=t["max_epochs"],
+        log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=t["progress_bar"], deterministic=t["deterministic"],
+        callbacks=[checkpoint, *(extra_callbacks or [])], logger=loggers, default_root_dir=run_dir,
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        raise MedrepError("no checkpoint to resume from (expected checkpoints/last.ckpt)", run_dir)
+    return path
+
+
+def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = None) -> Path:
+    """Train ``recipe``'s method; return the run folder. ``resume`` continues from its last checkpoint."""
+    t = recipe["trainer"]
+    run_dir = Path(t["output_dir"])
+    ckpt = last_checkpoint(run_dir) if resume else None
+    pl.seed_everything(t["seed"], workers=True, verbose=False)
+    method = build_method(recipe)
+    loader = build_loader(recipe)
+    trainer = build_trainer(recipe, run_dir, extra_callbacks)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+    skipped = getattr(loader.dataset, "skipped", [])
+    if skipped and trainer.is_global_zero:
+        log.warning("skipped %d unreadable files (data.skip_bad=true); see %s", len(skipped), run_dir / "skipped.txt")
+        (run_dir / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+    module = MethodModule(method, recipe["optim"])
+    # Our own checkpoints hold only tensors and plain containers, so they load without unpickling code.
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
+    if trainer.is_global_zero:
+        export_encoder(method.encoder, run_dir / "encoder", recipe)
+    return run_dir

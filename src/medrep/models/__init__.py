@@ -1,0 +1,4 @@
+from .backbones import BACKBONES, Backbone, build_backbone, register_backbone
+from .heads import MLPHead
+
+__all__ = ["BACKBONES", "Backbone", "MLPHead", "build_backbone", "register_backbone"]

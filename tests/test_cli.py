@@ -1,0 +1,71 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import make_npz
+
+from medrep.cli import build_parser, main
+
+
+def test_every_help_is_printed(capsys):
+    for argv in (["--help"], ["pretrain", "--help"], ["evaluate", "--help"], ["evaluate", "linear", "--help"],
+                 ["evaluate", "knn", "--help"], ["embed", "--help"], ["demo", "--help"], ["list", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        assert "usage: medrep" in capsys.readouterr().out
+
+
+def test_list_names_methods_and_recipes(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "simclr" in out and "resnet18" in out and "simclr_pneumoniamnist" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["pretrain", "--recipe", "no_such_recipe"], "no_such_recipe"),
+        (["pretrain", "--recipe", "simclr_pneumoniamnist", "method.name=simclrr"], "method.name"),
+        (["pretrain", "--recipe", "simclr_pneumoniamnist", "optim.lrr=1"], "optim.lrr"),
+        (["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", "/no/such/file.npz", "trainer.output_dir=/tmp/x"], "/no/such/file.npz"),
+        (["evaluate", "linear", "--encoder", "/no/such/run"], "/no/such/run"),
+    ],
+)
+def test_bad_input_exits_2_with_a_named_error(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medrep: error:") and needle in err
+
+
+def test_dry_run_prints_resolved_recipe(capsys):
+    assert main(["pretrain", "--recipe", "simclr_pneumoniamnist", "--dry-run", "optim.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
+
+
+def test_pretrain_evaluate_embed_end_to_end(tmp_path, capsys):
+    npz = make_npz(tmp_path / "tiny.npz", n=96)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", str(npz), f"trainer.output_dir={run}",
+                 "trainer.max_steps=2", "trainer.progress_bar=false", "data.batch_size=16", "model.name=resnet10",
+                 "method.proj_hidden_dim=32"]) == 0
+    out = tmp_path / "linear.json"
+    assert main(["evaluate", "linear", "--encoder", str(run), "--data", str(npz), "--fractions", "0.5", "1.0",
+                 "--seeds", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]["fractions"]) == {"0.5", "1"}
+    assert 0.0 <= result["results"]["fractions"]["1"]["auroc"]["mean"] <= 1.0
+    assert main(["evaluate", "knn", "--encoder", str(run), "--data", str(npz), "--random-init", "--k", "5"]) == 0
+    assert "knn (k=5)" in capsys.readouterr().out
+    feats = tmp_path / "f.npz"
+    assert main(["embed", "--encoder", str(run), "--data", str(npz), "--split", "val", "--out", str(feats)]) == 0
+    import numpy as np
+
+    with np.load(feats) as f:
+        assert f["features"].shape == (24, 512) and f["labels"].shape == (24,)
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "medrep", "list"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "simclr" in proc.stdout

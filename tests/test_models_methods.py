@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from medrep.errors import RecipeError
+from medrep.methods import available_methods, build_method, method_options
+from medrep.models import build_backbone
+from medrep.recipe import load_recipe
+
+VIT_2D = dict(name="vit", spatial_dims=2, img_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2)
+VIT_3D = dict(VIT_2D, spatial_dims=3)
+
+
+@pytest.mark.parametrize(
+    "config, shape, dim",
+    [
+        (dict(name="resnet18", spatial_dims=2, conv1_t_size=3, conv1_t_stride=1), (2, 1, 28, 28), 512),
+        (dict(name="resnet50", spatial_dims=2), (2, 1, 32, 32), 2048),
+        (dict(name="resnet18", spatial_dims=3), (2, 1, 16, 16, 16), 512),
+        (dict(name="resnet50", spatial_dims=3, widen_factor=0.25), (2, 1, 16, 16, 16), 512),
+        (VIT_2D, (2, 1, 16, 16), 32),
+        (VIT_3D, (2, 1, 16, 16, 16), 32),
+        (dict(name="densenet121", spatial_dims=3), (2, 1, 32, 32, 32), 1024),
+    ],
+)
+def test_backbones_give_one_vector_per_input(config, shape, dim):
+    net = build_backbone(config)
+    out = net(torch.rand(shape))
+    assert out.shape == (shape[0], dim) == (shape[0], net.out_dim)
+
+
+def test_backbone_refuses_wrong_dimensionality():
+    net = build_backbone(dict(name="resnet10", spatial_dims=3))
+    with pytest.raises(ValueError, match="spatial_dims=3"):
+        net(torch.rand(2, 1, 16, 16))
+
+
+def test_unknown_backbone_and_option_name_the_field():
+    with pytest.raises(RecipeError, match="model.name"):
+        build_backbone({"name": "resnet19"})
+    with pytest.raises(RecipeError, match="model.depth"):
+        build_backbone({"name": "resnet18", "depth": 3})
+
+
+def test_unknown_method_and_option_name_the_field():
+    assert "simclr" in available_methods()
+    with pytest.raises(RecipeError, match="method.name"):
+        build_method(load_recipe({"method": {"name": "simclrr"}}))
+    with pytest.raises(RecipeError, match="method.temp"):
+        build_method(load_recipe({"method": {"name": "simclr", "temp": 0.1}}))
+    assert method_options("simclr")["temperature"] == 0.1
+
+
+@pytest.mark.parametrize("dims, shape, model", [
+    (2, (4, 1, 16, 16), {"name": "resnet10"}),
+    (3, (4, 1, 16, 16, 16), {"name": "resnet10", "spatial_dims": 3}),
+    (2, (4, 1, 16, 16), VIT_2D),
+])
+def test_simclr_step_gives_finite_loss_and_gradients(dims, shape, model):
+    recipe = load_recipe({"method": {"name": "simclr", "proj_hidden_dim": 32, "proj_dim": 8}, "model": model})
+    method = build_method(recipe)
+    losses = method.training_step({"image": torch.rand(shape)})
+    assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
+    losses["loss"].backward()
+    grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
