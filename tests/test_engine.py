@@ -19,7 +19,7 @@ def test_pretrain_writes_run_folder_and_exports_loadable_encoder(tiny_npz, tmp_p
     assert (run / "recipe.yaml").is_file() and yaml.safe_load((run / "recipe.yaml").read_text()) == recipe
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "checkpoints" / "step2.ckpt").is_file()
-    rows = list(csv.DictReader((run / "logs" / "metrics.csv").open()))
+    rows = list(csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert any((run / "tensorboard").iterdir())
@@ -49,8 +49,10 @@ def test_resume_continues_from_last_checkpoint(tiny_npz, tmp_path):
     pretrain(load_recipe(tiny_recipe(tiny_npz, run, trainer={"max_steps": 4})), resume=True)
     second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert second["global_step"] == 4
-    steps = [int(r["step"]) for r in csv.DictReader((run / "logs" / "metrics.csv").open()) if r.get("train/loss")]
-    assert max(steps) >= 3
+    def steps(version):
+        return [int(r["step"]) for r in csv.DictReader((run / "logs" / version / "metrics.csv").open()) if r.get("train/loss")]
+
+    assert steps("version_0") == [0, 1] and steps("version_1") == [2, 3]
 
 
 def test_resume_without_checkpoint_names_the_folder(tiny_npz, tmp_path):
@@ -80,5 +82,5 @@ def test_training_reduces_the_loss(tiny_npz, tmp_path):
     recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run", trainer={"max_steps": 30, "checkpoint_every_n_steps": 30},
                                      optim={"lr": 3e-3, "warmup_steps": 0}))
     run = pretrain(recipe)
-    losses = [float(r["train/loss"]) for r in csv.DictReader((run / "logs" / "metrics.csv").open()) if r.get("train/loss")]
+    losses = [float(r["train/loss"]) for r in csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open()) if r.get("train/loss")]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5

@@ -85,12 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_pretrain(args) -> int:
     from .engine import pretrain
-    from .recipe import dump_recipe, load_recipe
+    import yaml
+
+    from .recipe import load_recipe
 
     overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
     recipe = load_recipe(args.recipe, overrides)
     if args.dry_run:
-        dump_recipe(recipe, "/dev/stdout")
+        print(yaml.safe_dump(recipe, sort_keys=False), end="")
         return 0
     run_dir = pretrain(recipe, resume=args.resume)
     print(f"run folder: {run_dir}\nencoder:    {run_dir / 'encoder'}")

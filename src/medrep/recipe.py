@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "cache": True,
         "skip_bad": False,
+        "class_folders": False,  # folder source: labels from class-named subfolders
     },
     "augment": {
         "crop_scale": [0.35, 1.0],

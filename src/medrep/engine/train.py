@@ -52,7 +52,8 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
         every_n_train_steps=t["checkpoint_every_n_steps"], save_last=True, save_top_k=-1,
     )
-    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    # One log version per start, so a resumed run never overwrites the metrics logged before it.
+    loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return pl.Trainer(
         accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
         precision=_precision(recipe), accumulate_grad_batches=t["accumulate_grad_batches"],

@@ -58,6 +58,7 @@ def data_config(encoder: str | Path | None, path: str | None = None, source: str
     elif source is not None:
         data["source"] = source
     data["skip_bad"] = skip_bad
+    data["class_folders"] = data["source"] == "folder"  # probes need labels: from class subfolders
     return data
 
 

@@ -1,0 +1,41 @@
+"""Reading medical images into sample dicts, and datasets over them.
+
+A sample is ``{"image": (1, *spatial) float32, "spacing": (spatial_dims,) float32 mm,
+"meta": dict of whitelisted non-identifying keys}`` plus ``label`` (int64) when known;
+see :mod:`medrep.data.sample`. MONAI is imported lazily, on the first read.
+"""
+
+from .build import build_dataset
+from .collate import collate
+from .datasets import FileDataset, FolderDataset, ImageRecord, scan_folder
+from .intensity import ct_window, minmax_scale, percentile_scale
+from .manifest import ManifestDataset, ManifestRow, read_manifest
+from .medmnist import MedMNISTDataset, default_medmnist_path
+from .preprocess import Preprocess, resize
+from .readers import read_dicom, read_dicom_series, read_image, read_nifti, read_png
+from .sample import META_KEYS
+
+__all__ = [
+    "META_KEYS",
+    "FileDataset",
+    "FolderDataset",
+    "ImageRecord",
+    "ManifestDataset",
+    "ManifestRow",
+    "MedMNISTDataset",
+    "Preprocess",
+    "build_dataset",
+    "collate",
+    "ct_window",
+    "default_medmnist_path",
+    "minmax_scale",
+    "percentile_scale",
+    "read_dicom",
+    "read_dicom_series",
+    "read_image",
+    "read_manifest",
+    "read_nifti",
+    "read_png",
+    "resize",
+    "scan_folder",
+]
