@@ -69,3 +69,40 @@ def test_pretrain_evaluate_embed_end_to_end(tmp_path, capsys):
 def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "medrep", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "simclr" in proc.stdout
+
+
+def _run_dir(tmp_path, npz):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", str(npz), f"trainer.output_dir={run}",
+                 "trainer.max_steps=1", "trainer.progress_bar=false", "data.batch_size=8", "model.name=resnet10",
+                 "method.proj_hidden_dim=16"]) == 0
+    return run
+
+
+def test_data_errors_reach_the_user_as_exit_2(tmp_path, capsys):
+    npz = make_npz(tmp_path / "tiny.npz", n=32)
+    run = _run_dir(tmp_path, npz)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\n,1,train\n")
+    nan = tmp_path / "nan.npz"
+    import numpy as np
+
+    with np.load(npz) as f:
+        arrays = {k: f[k].astype(np.float32) for k in f.files}
+    arrays["test_images"][0, 0, 0] = np.nan
+    np.savez(nan, **arrays)
+    cases = [
+        (["evaluate", "linear", "--encoder", str(run), "--data", str(corrupt)], "corrupt.npz"),
+        (["evaluate", "linear", "--encoder", str(run), "--data", str(npz), "--test-split", "holdout"], "holdout"),
+        (["evaluate", "knn", "--encoder", str(run), "--data", str(manifest)], "m.csv"),
+        (["evaluate", "knn", "--encoder", str(run), "--data", str(nan)], "nan.npz"),
+        (["pretrain", "--recipe", "simclr_3d_volumes", "--data", str(npz), "data.source=medmnist",
+          f"trainer.output_dir={tmp_path / 'r3'}"], "tiny.npz"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medrep: error:")]
+        assert len(lines) == 1 and needle in lines[0], (argv, lines)

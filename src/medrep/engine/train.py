@@ -7,11 +7,12 @@ work under ``torchrun`` or Lightning's own launcher; nothing here spawns process
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,8 @@ from .export import export_encoder
 from .module import MethodModule
 
 log = logging.getLogger(__name__)
+# Lightning 2.6 on torch 2.13 warns on every step about its own use of a deprecated pytree API.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=Warning)
 
 
 def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
@@ -59,7 +62,7 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         precision=_precision(recipe), accumulate_grad_batches=t["accumulate_grad_batches"],
         gradient_clip_val=t["gradient_clip_val"], max_steps=t["max_steps"] or -1, max_epochs=t["max_epochs"],
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=t["progress_bar"], deterministic=t["deterministic"],
-        callbacks=[checkpoint, *(extra_callbacks or [])], logger=loggers, default_root_dir=run_dir,
+        callbacks=[checkpoint, *([TQDMProgressBar()] if t["progress_bar"] else []), *(extra_callbacks or [])], logger=loggers, default_root_dir=run_dir,
         enable_model_summary=False, num_sanity_val_steps=0,
     )
 

@@ -1,6 +1,13 @@
-"""Losses: pure functions from tensors to a scalar, safe under DDP (gathering with gradients)."""
+"""Loss functions: pure (tensors in, scalar out); those that need the global batch gather it
+across processes with gradients (see :mod:`medrep.losses.distributed`)."""
 
+from medrep.losses.barlow import barlow_twins_loss
+from medrep.losses.byol import byol_loss
 from medrep.losses.distributed import gather, is_distributed, rank, rank_offset, world_size
 from medrep.losses.ntxent import info_nce, nt_xent
+from medrep.losses.vicreg import vicreg_loss
 
-__all__ = ["nt_xent", "info_nce", "gather", "is_distributed", "rank", "rank_offset", "world_size"]
+__all__ = [
+    "barlow_twins_loss", "byol_loss", "gather", "info_nce", "is_distributed", "nt_xent", "rank", "rank_offset",
+    "vicreg_loss", "world_size",
+]

@@ -1,0 +1,71 @@
+"""BYOL (Grill et al. 2020): an online network predicts a momentum (EMA) target's projection."""
+
+from __future__ import annotations
+
+import copy
+import math
+from itertools import chain
+
+import torch
+from torch import nn
+
+from ..errors import RecipeError
+from ..losses import byol_loss
+from ..models import Backbone, MLPHead
+from .base import Method
+from .registry import register_method
+
+
+@register_method("byol")
+class BYOL(Method):
+    """No negatives: collapse is avoided by the predictor and the slow target, whose momentum
+    rises from ``base_momentum`` to 1 on a cosine schedule. The target is a frozen copy
+    (``requires_grad=False``, so no optimiser sees it) and ``encoder`` stays the online one,
+    which is what gets exported. Both views share one forward, as in SimCLR."""
+
+    def __init__(
+        self,
+        encoder: Backbone,
+        augment: nn.Module | None = None,
+        base_momentum: float = 0.99,
+        proj_hidden_dim: int = 4096,
+        proj_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+    ):
+        super().__init__(encoder, augment)
+        if isinstance(base_momentum, bool) or not (isinstance(base_momentum, (int, float)) and 0 <= base_momentum <= 1):
+            raise RecipeError(f"must be a number in [0, 1], got {base_momentum!r}", "method.base_momentum")
+        for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_dim", proj_dim), ("pred_hidden_dim", pred_hidden_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RecipeError(f"must be a positive integer, got {value!r}", f"method.{key}")
+        self.base_momentum = self.momentum = float(base_momentum)
+        self.projector = MLPHead(encoder.out_dim, proj_hidden_dim, proj_dim)
+        self.predictor = MLPHead(proj_dim, pred_hidden_dim, proj_dim)
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self._ema_step = -1
+
+    def momentum_at(self, step: int, max_steps: int) -> float:
+        """``1 - (1 - base) * (cos(pi * step / max_steps) + 1) / 2``: base at 0, 1 at ``max_steps``."""
+        progress = min(1.0, step / max(1, max_steps))
+        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * progress) + 1) / 2
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        v1, v2 = self.views(batch["image"])
+        x = torch.cat([v1, v2])
+        p1, p2 = self.predictor(self.projector(self.encoder(x))).chunk(2)
+        with torch.no_grad():
+            z1, z2 = self.target_projector(self.target_encoder(x)).chunk(2)
+        return {"loss": byol_loss(p1, z2) + byol_loss(p2, z1)}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, step: int, max_steps: int) -> None:
+        # With gradient accumulation the hook runs once per batch; move the target once per step.
+        if step <= self._ema_step:
+            return
+        self._ema_step = step
+        self.momentum = self.momentum_at(step, max_steps)
+        online = chain(self.encoder.parameters(), self.projector.parameters())
+        target = chain(self.target_encoder.parameters(), self.target_projector.parameters())
+        for o, t in zip(online, target, strict=True):
+            t.lerp_(o.detach(), 1 - self.momentum)
