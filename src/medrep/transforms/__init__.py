@@ -1,15 +1,8 @@
 """Batched, device-agnostic augmentations for self-supervised views of 2D and 3D images."""
 
-from .views import (
-    RandomCutout,
-    RandomGaussianBlur,
-    RandomGaussianNoise,
-    RandomIntensity,
-    RandomResizedCropAffine,
-    ViewAugment,
-    apply_affine,
-    gaussian_blur,
-)
+from .intensity import RandomCutout, RandomGaussianBlur, RandomGaussianNoise, RandomIntensity, gaussian_blur
+from .spatial import RandomResizedCropAffine, apply_affine
+from .views import ViewAugment
 
 __all__ = [
     "RandomResizedCropAffine",
