@@ -24,17 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo-probe:start -->", "<!-- demo-probe:end -->"
 
 
+def _metric(run: dict, encoder: str, probe: str, key: str, name: str) -> float:
+    r = run["results"][encoder][probe]
+    return r["fractions"][key][name]["mean"] if probe == "linear" else r[name]
+
+
 def collect(per_seed: list[dict]) -> list[dict]:
     rows = []
     for encoder in ("simclr", "random-init"):
         for probe in ("linear", "knn"):
             keys = list(per_seed[0]["results"][encoder][probe].get("fractions", {"1": None}))
             for key in keys:
-                def metric(run, name):
-                    r = run["results"][encoder][probe]
-                    return r["fractions"][key][name]["mean"] if probe == "linear" else r[name]
-                au = [metric(run, "auroc") for run in per_seed]
-                ac = [metric(run, "accuracy") for run in per_seed]
+                au = [_metric(run, encoder, probe, key, "auroc") for run in per_seed]
+                ac = [_metric(run, encoder, probe, key, "accuracy") for run in per_seed]
                 rows.append({"encoder": encoder, "probe": probe if probe == "linear" else "knn (k=20)",
                              "labels": f"{float(key) * 100:g}%" if probe == "linear" else "100%",
                              "auroc": {"mean": float(np.mean(au)), "std": float(np.std(au))},

@@ -120,6 +120,28 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(f"written: {path}")
+    update_readme(Path(args.out))
+
+
+def update_readme(results_dir: Path) -> None:
+    """Rewrite the README's engine-overhead table from every engine_overhead_*.json present."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    start, end = "<!-- engine-overhead:start -->", "<!-- engine-overhead:end -->"
+    body = readme.read_text()
+    if start not in body or end not in body:
+        return
+    lines = ["| config | model | batch | bare loop steps/s | medrep steps/s | medrep / bare | goal 0.95 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(results_dir.glob("engine_overhead_*.json")):
+        r = json.loads(path.read_text())
+        lines.append(f"| {r['config']} | {r['model']['name']} | {r['batch_size']} x 2 views | "
+                     f"{statistics.median(r['bare_steps_per_s']):.3f} | {statistics.median(r['medrep_steps_per_s']):.3f} | "
+                     f"{r['ratio_median']:.3f} | {'met' if r['met'] else 'not met'} |")
+    text = ("Training-step throughput, medrep's Lightning engine vs a hand-written loop with the same method, "
+            "batches and optimiser, alternating in rounds in one process on CPU (`benchmarks/engine_overhead.py`, "
+            "median over rounds).\n\n" + "\n".join(lines))
+    head, rest = body.split(start, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":

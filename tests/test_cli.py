@@ -5,7 +5,7 @@ import sys
 import pytest
 from conftest import make_npz
 
-from medrep.cli import build_parser, main
+from medrep.cli import main
 
 
 def test_every_help_is_printed(capsys):

@@ -7,7 +7,8 @@ encoder can be rebuilt from a JSON file (no pickled code) by :func:`build_backbo
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from monai.networks import nets
@@ -15,7 +16,7 @@ from torch import nn
 
 from ..errors import RecipeError
 
-BACKBONES: dict[str, Callable[..., "Backbone"]] = {}
+BACKBONES: dict[str, Callable[..., Backbone]] = {}
 
 
 def register_backbone(name: str):
