@@ -106,3 +106,12 @@ def test_data_errors_reach_the_user_as_exit_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medrep: error:")]
         assert len(lines) == 1 and needle in lines[0], (argv, lines)
+
+
+def test_size_option_resizes_for_evaluation(tmp_path, capsys):
+    npz = make_npz(tmp_path / "tiny.npz", n=32)
+    run = _run_dir(tmp_path, npz)
+    feats = tmp_path / "f.npz"
+    assert main(["embed", "--encoder", str(run), "--data", str(npz), "--split", "val", "--size", "20", "--out", str(feats)]) == 0
+    assert main(["embed", "--encoder", str(run), "--data", str(npz), "--size", "20", "20", "20", "--out", str(feats)]) == 2
+    assert "--size" in capsys.readouterr().err

@@ -42,9 +42,14 @@ def guess_source(path: str | Path) -> str:
     raise MedrepError("cannot tell the kind of data (a folder, a MedMNIST .npz, or a .csv/.jsonl manifest); pass --source", path)
 
 
-def data_config(encoder: str | Path | None, path: str | None = None, source: str | None = None, skip_bad: bool = False) -> dict:
+def data_config(
+    encoder: str | Path | None, path: str | None = None, source: str | None = None, skip_bad: bool = False,
+    size: list[int] | None = None,
+) -> dict:
     """The recipe ``data`` section for evaluation: the encoder's own preprocessing (size,
-    intensity) so that images are prepared as in pretraining, plus where the data are."""
+    intensity) so that images are prepared as in pretraining, plus where the data are. ``size``
+    overrides the resize (one value is repeated over the spatial axes), for data sets whose
+    images differ in size when the encoder was trained without one."""
     from ..engine.export import read_encoder_info
 
     data = copy.deepcopy(DEFAULTS["data"])
@@ -58,6 +63,11 @@ def data_config(encoder: str | Path | None, path: str | None = None, source: str
     elif source is not None:
         data["source"] = source
     data["skip_bad"] = skip_bad
+    if size is not None:
+        dims = data["spatial_dims"] or 2
+        if len(size) not in (1, dims) or min(size) < 1:
+            raise MedrepError(f"give one positive size or {dims} (one per axis), got {size}", "--size")
+        data["size"] = list(size) * dims if len(size) == 1 else list(size)
     data["class_folders"] = data["source"] == "folder"  # probes need labels: from class subfolders
     return data
 

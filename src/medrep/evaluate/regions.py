@@ -1,0 +1,452 @@
+"""Region probe on a labelled volume: does a frozen encoder know *where in the anatomy* a crop is?
+
+Crops are cut on a regular grid of centres from one volume with a voxel label map on the same
+grid (Colin27 T1 + the AAL atlas), each labelled by the atlas label at its centre, and a linear
+and a kNN probe are fitted on one set of crops and scored on another.
+
+Decisions (documented here because they shape the numbers):
+
+- **Grouping.** By default the 116 AAL labels are grouped by name into seven large regions
+  (:data:`AAL_GROUPS`): frontal (incl. precentral, Rolandic operculum, SMA, olfactory, gyrus
+  rectus, paracentral lobule), parietal (postcentral, superior/inferior parietal, supramarginal,
+  angular, precuneus), temporal (Heschl, superior/middle/inferior temporal and poles, fusiform),
+  occipital (calcarine, cuneus, lingual, occipital), limbic (insula, cingulum, hippocampus,
+  parahippocampal, amygdala), subcortical (caudate, putamen, pallidum, thalamus) and cerebellum
+  (hemispheres and vermis). Left and right are merged. A name no rule matches is an error, never
+  silently dropped. ``fine=True`` keeps the raw AAL labels instead.
+- **Split.** Train and test crops come from alternating slabs along ``slab_axis`` (train, test,
+  train, ...), tiled over the labelled extent. A crop is kept only when it lies wholly inside its
+  own slab (shrunk by ``gap``), so no test crop shares a voxel with any train crop and crops of
+  the two splits are at least ``gap`` voxels apart along that axis (default 0 for 3D crops; for
+  2D slice patches with the slab axis across the slices, a crop size minus one, so that train and
+  test slices are a crop size apart); :func:`check_disjoint` asserts this on every run.
+  Alternating slabs, not halves, so that most regions (the cerebellum lies only at the bottom)
+  occur in both splits; a small deep region can still fall in one split only (on Colin27 with
+  32-voxel axial slabs the subcortical nuclei lie in test slabs): such classes are dropped and
+  reported, and ``slab_axis=0`` (alternating left-right slabs) or a smaller crop avoids it.
+- **Crops.** ``crop`` voxels per axis (default 32, 32 mm on Colin27) for a 3D encoder; for a 2D
+  encoder, ``crop x crop`` patches of single slices perpendicular to ``slice_axis`` (axial for a
+  RAS volume). Centres lie on a grid of step ``stride`` over the bounding box of the label map;
+  a centre on label 0 (background) is skipped and counted. The volume is padded with its minimum
+  (after intensity scaling) so a crop at the edge is still full size.
+- **Intensity.** The encoder's training preprocessing (``encoder.preprocess``: minmax,
+  percentile or ct_window) is applied to the *whole volume* once, as in pretraining, then crops
+  are cut; a per-crop rescaling would erase the absolute intensity that tells tissues apart.
+  ``preprocess.size`` (a whole-image size) is not applied: crops are fed at their own size.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import MedrepError
+from .features import extract_features
+from .knn import knn_probe
+from .linear import linear_probe
+from .report import format_table, probe_rows, write_json
+
+#: Large regions of the AAL atlas and the name prefixes (left/right suffix removed) that fall in each.
+AAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "frontal": ("Precentral", "Frontal_", "Rolandic_Oper", "Supp_Motor_Area", "Olfactory", "Rectus", "Paracentral_Lobule"),
+    "parietal": ("Postcentral", "Parietal_", "SupraMarginal", "Angular", "Precuneus"),
+    "temporal": ("Heschl", "Temporal_", "Fusiform"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital_"),
+    "limbic": ("Insula", "Cingulum_", "Hippocampus", "ParaHippocampal", "Amygdala"),
+    "subcortical": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
+    "cerebellum": ("Cerebelum_", "Cerebellum_", "Vermis"),
+}
+GROUPS: tuple[str, ...] = tuple(AAL_GROUPS)
+
+
+# ----------------------------------------------------------------------------------------------
+# label names and grouping
+
+
+def read_label_names(path: str | Path) -> dict[int, str]:
+    """Parse an atlas label list: one ``<id> <name> [code ...]`` per line (spaces or tabs; blank
+    lines and ``#`` comments ignored; CRLF accepted), as ``colin27_aal_labels.txt``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise MedrepError(f"cannot read label names ({exc.strerror or exc})", path) from exc
+    names: dict[int, str] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].isdigit():
+            raise MedrepError(f"line {line_no}: expected '<id> <name> ...', got {line!r}", path)
+        idx = int(parts[0])
+        if idx == 0:
+            continue  # some lists name the background
+        if idx in names:
+            raise MedrepError(f"line {line_no}: label {idx} listed twice", path)
+        names[idx] = parts[1]
+    if not names:
+        raise MedrepError("no label names found", path)
+    return names
+
+
+def group_of(name: str) -> str:
+    """The :data:`AAL_GROUPS` region of one AAL label name (hemisphere suffix ignored)."""
+    base = re.sub(r"_(L|R)$", "", name)
+    for group, prefixes in AAL_GROUPS.items():
+        if any(base == p.rstrip("_") or base.startswith(p) for p in prefixes):
+            return group
+    raise MedrepError(f"AAL label {name!r} matches no region of the grouping; use fine labels or extend AAL_GROUPS", "label names")
+
+
+def group_labels(names: dict[int, str]) -> dict[int, str]:
+    """Map each label id to its region; every name must match a rule."""
+    return {idx: group_of(name) for idx, name in names.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# volumes and crops
+
+
+def _as_int_tuple(value: int | Sequence[int], dims: int, what: str) -> tuple[int, ...]:
+    vals = [value] * dims if isinstance(value, (int, np.integer)) else list(value)
+    if len(vals) != dims or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in vals):
+        raise MedrepError(f"must be a positive integer or {dims} of them, got {value!r}", what)
+    return tuple(int(v) for v in vals)
+
+
+def crop_shape_for(volume_dims: int, encoder_dims: int, crop: int, slice_axis: int = 2) -> tuple[int, ...]:
+    """Crop extent per volume axis: ``crop`` everywhere, except 1 along ``slice_axis`` when a 2D
+    encoder reads a 3D volume. A 3D encoder cannot read a 2D image."""
+    if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
+        raise MedrepError(f"crop must be a positive integer, got {crop!r}", "--crop")
+    if encoder_dims == volume_dims:
+        return (int(crop),) * volume_dims
+    if encoder_dims == 2 and volume_dims == 3:
+        if slice_axis not in (0, 1, 2):
+            raise MedrepError(f"must be 0, 1 or 2, got {slice_axis!r}", "--slice-axis")
+        return tuple(1 if a == slice_axis else int(crop) for a in range(3))
+    raise MedrepError(f"a {encoder_dims}D encoder cannot read crops of a {volume_dims}D image", "encoder")
+
+
+def scale_volume(image: torch.Tensor, preprocess: dict[str, Any] | None, override: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    """Apply the encoder's intensity preprocessing (optionally overridden) to a whole (1, *spatial)
+    image; return the spatial array and the settings used."""
+    from ..data.preprocess import Preprocess
+    from ..recipe import DEFAULTS
+
+    cfg = {k: DEFAULTS["data"][k] for k in ("intensity", "window", "percentiles")}
+    cfg.update({k: v for k, v in (preprocess or {}).items() if k in cfg})
+    cfg.update({k: v for k, v in (override or {}).items() if v is not None})
+    pre = Preprocess(intensity=cfg["intensity"], window=cfg["window"], percentiles=cfg["percentiles"] or (1.0, 99.0))
+    scaled = pre.scale_intensity(image)
+    used = {"intensity": pre.intensity, "size": "not applied (crops are fed at their own size)"}
+    if pre.intensity == "ct_window":
+        used["window"] = [float(w) for w in pre.window]
+    if pre.intensity == "percentile":
+        used["percentiles"] = [float(p) for p in pre.percentiles]
+    return scaled[0].numpy().astype(np.float32, copy=False), used
+
+
+def check_encoder_input(encoder: torch.nn.Module, crop_shape: tuple[int, ...]) -> None:
+    """A fixed-size encoder (ViT ``img_size``) must get crops of its size."""
+    config = getattr(encoder, "config", {}) or {}
+    img = config.get("img_size")
+    if img is None:
+        return
+    dims = getattr(encoder, "spatial_dims", len(crop_shape))
+    sizes = list(crop_shape) if len(crop_shape) == dims else [s for s in crop_shape if s != 1]
+    want = [img] * len(sizes) if isinstance(img, int) else list(img)
+    if list(sizes) != list(want):
+        raise MedrepError(f"the encoder takes inputs of size {img}; crops are {list(sizes)}: set --crop {want[0]}", "--crop")
+
+
+class CropDataset(Dataset):
+    """Crops of ``volume`` (spatial array) at integer ``centres`` (N, dims), cut lazily.
+
+    A crop spans ``[c - e // 2, c - e // 2 + e)`` along each axis (extent ``e``); the volume is
+    padded with ``pad_value`` so every centre inside the volume gives a full crop. Axes of extent
+    1 are squeezed when ``squeeze`` (a 2D patch of a 3D volume). Samples are ``{"image": (1,
+    *crop), "label": int}``.
+    """
+
+    def __init__(self, volume: np.ndarray, centres: np.ndarray, crop_shape: Sequence[int], labels: Sequence[int] | None = None,
+                 squeeze: bool = False, pad_value: float | None = None):
+        self.crop_shape = tuple(int(e) for e in crop_shape)
+        self.half = np.array([e // 2 for e in self.crop_shape])
+        pad_value = float(volume.min()) if pad_value is None else float(pad_value)
+        pad = [(int(h), int(e - h)) for h, e in zip(self.half, self.crop_shape)]
+        self.volume = np.pad(volume.astype(np.float32, copy=False), pad, mode="constant", constant_values=pad_value)
+        self.centres = np.asarray(centres, dtype=np.int64).reshape(-1, volume.ndim)
+        self.labels = np.zeros(len(self.centres), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        self.squeeze = squeeze
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        start = self.centres[i]  # c - e // 2 in the volume is c in the padded one
+        sl = tuple(slice(int(s), int(s) + e) for s, e in zip(start, self.crop_shape))
+        crop = self.volume[sl]
+        if self.squeeze:
+            crop = crop.reshape([e for e in self.crop_shape if e != 1])
+        return {"image": torch.from_numpy(np.ascontiguousarray(crop))[None], "label": torch.tensor(int(self.labels[i]))}
+
+
+def encode_crops(
+    encoder: torch.nn.Module, dataset: CropDataset, batch_size: int = 64, device: str = "auto", progress: bool = True
+) -> np.ndarray:
+    """Frozen features (N, F) of every crop, batched under inference mode in eval mode."""
+    from .frozen import resolve_device
+
+    dev = resolve_device(device)
+    feats, _ = extract_features(encoder.to(dev), dataset, batch_size=batch_size, device=dev, progress=progress)
+    return feats
+
+
+def voxel_to_mm(index: np.ndarray, affine: np.ndarray | None, spacing: Sequence[float]) -> np.ndarray:
+    """Positions in mm of (fractional) voxel indices (N, dims): the affine when known, else index * spacing."""
+    index = np.asarray(index, dtype=np.float64)
+    dims = index.shape[1]
+    if affine is not None:
+        affine = np.asarray(affine, dtype=np.float64)
+        return index @ affine[:3, :dims].T + affine[:3, 3]
+    return index * np.asarray(spacing, dtype=np.float64)[None, :dims]
+
+
+# ----------------------------------------------------------------------------------------------
+# the slab split
+
+
+def _grid(lo: int, hi: int, stride: int) -> np.ndarray:
+    """Positions lo..hi (inclusive) every ``stride``, centred in the interval."""
+    span = hi - lo
+    return np.arange(lo + (span % stride) // 2, hi + 1, stride)
+
+
+def slab_centres(
+    mask: np.ndarray, crop_shape: Sequence[int], stride: int | Sequence[int], slab_axis: int = 2,
+    slab_width: int | None = None, gap: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Grid centres over the bounding box of ``mask``, split into alternating slabs along ``slab_axis``.
+
+    ``gap`` defaults to 0 (crops of the two splits may touch but share no voxel) when the crop
+    spans the full crop size along the axis, and to ``max(crop) - extent`` when it is thinner (2D
+    slice patches along the slab axis: train and test slices then lie a crop size apart, as 3D
+    crops would). Slabs of ``slab_width`` voxels (default: the crop extent along the axis plus ``gap``) tile the
+    box's extent along the axis (centred; the remainder at both ends is unused); even slabs are
+    train, odd ones test. Centres whose crop does not lie inside its slab shrunk by ``gap // 2``
+    and ``gap - gap // 2`` at its two faces are left out. Returns (train centres, test centres, info):
+    all centres, not yet filtered by label.
+    """
+    dims = mask.ndim
+    crop_shape = tuple(int(e) for e in crop_shape)
+    strides = _as_int_tuple(stride, dims, "--stride")
+    if slab_axis not in range(dims):
+        raise MedrepError(f"must be one of {list(range(dims))} for a {dims}D volume, got {slab_axis!r}", "--slab-axis")
+    extent = crop_shape[slab_axis]
+    if gap is None:
+        gap = max(crop_shape) - extent
+    if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+        raise MedrepError(f"must be a non-negative integer, got {gap!r}", "--gap")
+    width = extent + int(gap) if slab_width is None else int(slab_width)
+    if width < extent + gap:
+        raise MedrepError(f"slab width {width} cannot hold a crop of {extent} voxels plus a gap of {gap}", "--slab-width")
+    nz = np.argwhere(mask)
+    if nz.size == 0:
+        raise MedrepError("the label map is empty (all background)", "labels")
+    lo, hi = nz.min(axis=0), nz.max(axis=0)
+    length = int(hi[slab_axis] - lo[slab_axis] + 1)
+    n_slabs = length // width
+    if n_slabs < 2:
+        raise MedrepError(f"the labelled extent along axis {slab_axis} is {length} voxels: too short for two slabs of "
+                          f"{width}; use a smaller --crop or --slab-width", "--slab-axis")
+    first = int(lo[slab_axis]) + (length - n_slabs * width) // 2
+    half = extent // 2
+    g_lo, g_hi = int(gap) // 2, int(gap) - int(gap) // 2
+    axes = [_grid(int(lo[a]), int(hi[a]), strides[a]) if a != slab_axis else None for a in range(dims)]
+    parts: list[list[np.ndarray]] = [[], []]
+    slabs = []
+    for s in range(n_slabs):
+        a = first + s * width
+        starts = np.arange(a + g_lo, a + width - g_hi - extent + 1, strides[slab_axis])
+        along = starts + half
+        slabs.append({"slab": s, "split": "train" if s % 2 == 0 else "test", "from": a, "to": a + width, "centres": along.tolist()})
+        grid = np.meshgrid(*[along if ax is None else ax for ax in axes], indexing="ij")
+        parts[s % 2].append(np.stack([g.reshape(-1) for g in grid], axis=1))
+    train, test = (np.concatenate(p).astype(np.int64) if p else np.zeros((0, dims), np.int64) for p in parts)
+    info = {"slab_axis": slab_axis, "slab_width": width, "gap": int(gap), "n_slabs": n_slabs, "slabs": slabs,
+            "bbox": [lo.tolist(), hi.tolist()], "stride": list(strides)}
+    return train, test, info
+
+
+def check_disjoint(train: np.ndarray, test: np.ndarray, crop_shape: Sequence[int], slab_axis: int | None = None, gap: int = 0) -> None:
+    """Raise MedrepError if any test crop shares a voxel with a train crop, or (with ``slab_axis``)
+    if along that axis a train and a test crop are closer than ``gap`` voxels."""
+    crop = np.asarray(crop_shape, dtype=np.int64)
+    train = np.asarray(train, dtype=np.int64).reshape(-1, len(crop))
+    test = np.asarray(test, dtype=np.int64).reshape(-1, len(crop))
+    if slab_axis is not None:
+        need = crop[slab_axis] + gap
+        tr, te = np.unique(train[:, slab_axis]), np.unique(test[:, slab_axis])
+        d = np.abs(tr[:, None] - te[None, :])
+        if d.size and d.min() < need:
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            raise MedrepError(f"train and test crops centred at {tr[i]} and {te[j]} along axis {slab_axis} are closer than "
+                              f"crop + gap = {need} voxels", "slab split")
+    for start in range(0, len(test), 512):  # chunked pairwise box overlap test
+        diff = np.abs(test[start : start + 512, None, :] - train[None, :, :])
+        overlap = np.all(diff < crop[None, None, :], axis=2)
+        if overlap.any():
+            i, j = np.argwhere(overlap)[0]
+            raise MedrepError(f"test crop at {test[start + i].tolist()} overlaps train crop at {train[j].tolist()}", "slab split")
+
+
+# ----------------------------------------------------------------------------------------------
+# the probe
+
+
+def _load_pair(volume_path, labels_path) -> tuple[dict, np.ndarray]:
+    from ..data import read_image
+
+    sample = read_image(volume_path)
+    lab = read_image(labels_path)
+    if tuple(lab["image"].shape) != tuple(sample["image"].shape):
+        raise MedrepError(f"label map of shape {tuple(lab['image'].shape[1:])} is not on the volume's grid "
+                          f"{tuple(sample['image'].shape[1:])}", labels_path)
+    a1, a2 = sample["meta"].get("affine"), lab["meta"].get("affine")
+    if a1 is not None and a2 is not None and not np.allclose(a1, a2, atol=1e-3):
+        raise MedrepError("label map and volume have different affines (not the same grid)", labels_path)
+    labels = lab["image"][0].numpy()
+    if not np.all(labels == np.round(labels)) or labels.min() < 0:
+        raise MedrepError("label map must hold non-negative integer labels", labels_path)
+    return sample, labels.astype(np.int64)
+
+
+def _resolve_encoder(encoder, random_init: bool) -> tuple[torch.nn.Module, str]:
+    if isinstance(encoder, torch.nn.Module):
+        return encoder, getattr(encoder, "name", type(encoder).__name__)
+    from ..engine.export import load_encoder
+
+    return load_encoder(encoder, weights=not random_init), str(encoder)
+
+
+def region_probe(
+    encoder,
+    volume: str | Path,
+    labels: str | Path,
+    label_names: str | Path | None = None,
+    crop: int = 32,
+    stride: int | Sequence[int] = 16,
+    slab_axis: int = 2,
+    slab_width: int | None = None,
+    gap: int | None = None,
+    slice_axis: int = 2,
+    fine: bool = False,
+    min_count: int = 1,
+    fractions: Sequence[float] = (0.1, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    k: int = 20,
+    random_init: bool = False,
+    intensity: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Region probe of a frozen ``encoder`` (an nn.Module, or an exported encoder path loaded with
+    ``random_init`` choosing random weights) on ``volume`` with label map ``labels``.
+
+    ``label_names`` is needed for the grouping (default) and names the fine labels; without it
+    and with ``fine=True`` the classes are the label ids. Classes with fewer than ``min_count``
+    train crops are dropped from both splits, and test crops of classes absent from training are
+    dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
+    """
+    if not fine and label_names is None:
+        raise MedrepError("grouping labels into regions needs the label names file (or use fine labels)", "--label-names")
+    model, enc_name = _resolve_encoder(encoder, random_init)
+    sample, label_map = _load_pair(volume, labels)
+    vol_dims = sample["image"].ndim - 1
+    enc_dims = int(getattr(model, "spatial_dims", vol_dims))
+    crop_shape = crop_shape_for(vol_dims, enc_dims, crop, slice_axis)
+    check_encoder_input(model, crop_shape)
+    names = read_label_names(label_names) if label_names is not None else {}
+    present = sorted(int(v) for v in np.unique(label_map) if v != 0)
+    if names:
+        unknown = [v for v in present if v not in names]
+        if unknown:
+            raise MedrepError(f"label values {unknown[:10]} are not in the names file {label_names}", labels)
+    if fine:
+        class_names = [names.get(v, str(v)) for v in present]
+        lut = {v: i for i, v in enumerate(present)}
+        groups = None
+    else:
+        grouping = group_labels(names)
+        class_names = list(GROUPS)
+        lut = {v: GROUPS.index(grouping[v]) for v in present}
+        groups = {g: [names[i] for i in sorted(names) if grouping[i] == g] for g in GROUPS}
+    lut_arr = np.full(int(label_map.max()) + 1, -1, dtype=np.int64)
+    for v, c in lut.items():
+        lut_arr[v] = c
+
+    train_c, test_c, slab_info = slab_centres(label_map > 0, crop_shape, stride, slab_axis, slab_width, gap)
+    counts: dict[str, Any] = {"grid_centres": int(len(train_c) + len(test_c))}
+    split_c, split_y = {}, {}
+    for name, cs in (("train", train_c), ("test", test_c)):
+        lab = label_map[tuple(cs.T)]
+        keep = lab > 0
+        counts[f"background_skipped_{name}"] = int((~keep).sum())
+        split_c[name], split_y[name] = cs[keep], lut_arr[lab[keep]]
+    counts["background_skipped"] = counts["background_skipped_train"] + counts["background_skipped_test"]
+    check_disjoint(split_c["train"], split_c["test"], crop_shape, slab_axis, slab_info["gap"])
+
+    tr_counts = Counter(split_y["train"].tolist())
+    dropped = {class_names[c]: {"train": int(tr_counts[c]), "test": int((split_y["test"] == c).sum())}
+               for c in sorted(set(tr_counts) | set(split_y["test"].tolist())) if tr_counts[c] < max(1, int(min_count))}
+    drop_ids = [class_names.index(n) for n in dropped]
+    for name in ("train", "test"):
+        keep = ~np.isin(split_y[name], drop_ids)
+        split_c[name], split_y[name] = split_c[name][keep], split_y[name][keep]
+    class_counts = {class_names[c]: {"train": int((split_y["train"] == c).sum()), "test": int((split_y["test"] == c).sum())}
+                    for c in range(len(class_names)) if (split_y["train"] == c).any() or (split_y["test"] == c).any()}
+    counts.update(train=int(len(split_y["train"])), test=int(len(split_y["test"])))
+    if len(np.unique(split_y["train"])) < 2 or len(np.unique(split_y["test"])) < 2:
+        raise MedrepError(f"need at least 2 classes in each split, have {class_counts}; use a smaller --stride or --crop", "regions")
+
+    scaled, used = scale_volume(sample["image"], getattr(model, "preprocess", None), intensity)
+    squeeze = len(crop_shape) != enc_dims
+    feats = {}
+    for name in ("train", "test"):
+        ds = CropDataset(scaled, split_c[name], crop_shape, split_y[name], squeeze=squeeze)
+        feats[name] = encode_crops(model, ds, batch_size, device, progress)
+    linear = linear_probe(feats["train"], split_y["train"], feats["test"], split_y["test"], fractions=fractions, seeds=seeds)
+    knn = knn_probe(feats["train"], split_y["train"], feats["test"], split_y["test"], k=k)
+    label = "random-init" if random_init else "pretrained"
+    rows = [{"encoder": label, **r} for r in probe_rows(linear) + probe_rows(knn)]
+    table = format_table(rows, ["encoder", "probe", "fraction", "n_train", "auroc", "accuracy"])
+    count_rows = [{"class": n, **c} for n, c in class_counts.items()]
+    count_table = format_table(count_rows, ["class", "train", "test"])
+    result = {
+        "task": "regions", "encoder": enc_name, "random_init": random_init, "volume": str(volume), "labels": str(labels),
+        "label_names": None if label_names is None else str(label_names), "grouping": "fine" if fine else "lobes",
+        "groups": groups, "classes": class_names, "crop_shape": list(crop_shape), "spatial_dims": enc_dims,
+        "preprocess": used, "split": slab_info, "counts": counts, "class_counts": class_counts,
+        "dropped_classes": dropped, "min_count": int(min_count), "chance_accuracy": _majority(split_y["test"]),
+        "results": {"linear": linear, "knn": knn}, "table": table, "count_table": count_table,
+    }
+    if out:
+        write_json(out, result)
+    return result
+
+
+def _majority(y: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent test class (the floor to beat)."""
+    return float(np.bincount(y).max() / y.size) if y.size else math.nan
