@@ -63,3 +63,17 @@ def test_simclr_step_gives_finite_loss_and_gradients(dims, shape, model):
     losses["loss"].backward()
     grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_supervised_reference_learns_labels_and_refuses_unlabelled():
+    from medrep.errors import DataError
+
+    recipe = load_recipe({"method": {"name": "supervised", "num_classes": 2}, "model": {"name": "resnet10"}})
+    method = build_method(recipe)
+    x, y = torch.rand(8, 1, 16, 16), torch.tensor([0, 1] * 4)
+    out = method.training_step({"image": x, "label": y})
+    assert torch.isfinite(out["loss"]) and 0 <= out["accuracy"] <= 1
+    with pytest.raises(DataError, match="label"):
+        method.training_step({"image": x})
+    with pytest.raises(DataError, match="method.num_classes"):
+        method.training_step({"image": x, "label": y + 1})
