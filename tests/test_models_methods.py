@@ -77,3 +77,15 @@ def test_supervised_reference_learns_labels_and_refuses_unlabelled():
         method.training_step({"image": x})
     with pytest.raises(DataError, match="method.num_classes"):
         method.training_step({"image": x, "label": y + 1})
+
+
+def test_a_broken_method_file_does_not_break_the_others(tmp_path, monkeypatch):
+    import medrep.methods as package
+    from medrep.methods import get_method
+    from medrep.methods.registry import METHODS
+
+    broken = tmp_path / "broken_method.py"
+    broken.write_text("raise ImportError('half-written method')\n")
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    METHODS.pop("simclr", None)
+    assert get_method("simclr").name == "simclr"

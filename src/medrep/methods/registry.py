@@ -1,8 +1,10 @@
-"""Methods register by name; one file per method under ``medrep.methods`` (solo-learn's layout)."""
+"""Methods register by name; one file per method under ``medrep.methods``, named as the method
+(solo-learn's layout)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 
@@ -43,7 +45,13 @@ def method_options(name: str) -> dict[str, object]:
 
 
 def get_method(name: str) -> type[Method]:
-    _discover()
+    """A method lives in the file of its name, so only that file is imported: a broken file of
+    another method cannot stop this one."""
+    if name not in METHODS and isinstance(name, str) and name.isidentifier() and name not in _NOT_METHODS:
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f"{__package__}.{name}")
+    if name not in METHODS:
+        _discover()
     if name not in METHODS:
         raise RecipeError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}", "method.name")
     return METHODS[name]
