@@ -86,6 +86,16 @@ def test_a_broken_method_file_does_not_break_the_others(tmp_path, monkeypatch):
 
     broken = tmp_path / "broken_method.py"
     broken.write_text("raise ImportError('half-written method')\n")
+    import sys
+
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    METHODS.pop("simclr", None)
-    assert get_method("simclr").name == "simclr"
+    monkeypatch.delitem(sys.modules, "medrep.methods.simclr", raising=False)  # restored afterwards
+    saved = dict(METHODS)
+    METHODS.clear()
+    try:
+        assert get_method("simclr").name == "simclr"
+        with pytest.raises(ImportError, match="half-written"):
+            get_method("no_such_method")  # only the full listing meets the broken file
+    finally:
+        METHODS.clear()
+        METHODS.update(saved)
