@@ -7,6 +7,7 @@ see :mod:`medrep.data.sample`. MONAI is imported lazily, on the first read.
 
 from .build import build_dataset
 from .collate import collate
+from .crops import CropDataset, CropSpec, index_to_world, sample_crops, world_of
 from .datasets import FileDataset, FolderDataset, ImageRecord, scan_folder
 from .intensity import ct_window, minmax_scale, percentile_scale
 from .manifest import ManifestDataset, ManifestRow, read_manifest
@@ -17,6 +18,8 @@ from .sample import META_KEYS
 
 __all__ = [
     "META_KEYS",
+    "CropDataset",
+    "CropSpec",
     "FileDataset",
     "FolderDataset",
     "ImageRecord",
@@ -27,6 +30,7 @@ __all__ = [
     "build_dataset",
     "collate",
     "ct_window",
+    "index_to_world",
     "default_medmnist_path",
     "minmax_scale",
     "percentile_scale",
@@ -37,5 +41,7 @@ __all__ = [
     "read_nifti",
     "read_png",
     "resize",
+    "sample_crops",
     "scan_folder",
+    "world_of",
 ]

@@ -1,0 +1,179 @@
+"""Every SSL method with the same backbone, batch, steps and augmentation budget, beside
+random-init (and, where labels allow, fully supervised) rows, on real data.
+
+Tasks:
+  colin27    3D: pretrain on crops of the Colin27 T1 (one real brain); evaluate the crop-level
+             region probe (7 AAL lobe groups, train/test crops from disjoint left-right slabs)
+             and the distance diagnostic (Spearman of embedding vs physical distance) on held-out
+             crops of Colin27 and of the head CT.
+  pneumonia  2D: pretrain on PneumoniaMNIST train; linear probe at 1/10/100 % labels and kNN on
+             the official test split; a supervised row trains the same encoder on the labels.
+
+    python benchmarks/ssl_quality.py --task colin27 --seeds 0 1 2 --steps 150
+    python benchmarks/ssl_quality.py --task pneumonia --seeds 0 1 2 --steps 250
+
+Needs MEDREP_DATA (the data folder). Writes benchmarks/results/ssl_quality_<task>.json and the
+README table between the ssl-quality markers, from all ssl_quality_*.json files present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medrep
+from medrep.demo import probe_encoder
+from medrep.engine import pretrain
+from medrep.evaluate.distance import distance_eval
+from medrep.evaluate.regions import region_probe
+from medrep.evaluate.report import format_table, write_json
+from medrep.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["simclr", "byol", "barlow_twins", "vicreg", "isimed"]
+START, END = "<!-- ssl-quality:start -->", "<!-- ssl-quality:end -->"
+
+# Shared budget per task: same backbone, images (or crops) per step, steps, augmentation.
+COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "data.source=folder", "data.batch_size=1",
+           "data.intensity=percentile", "data.percentiles=[5.0, 95.0]", "data.size=null", "trainer.checkpoint_every_n_steps=100000",
+           "data.crops={k: 32, size: 32, min_foreground: 0.25, threshold: 0.1}", "trainer.log_every_n_steps=10",
+           "augment.crop_scale=[0.6, 1.0]", "augment.rotate_deg=10.0", "augment.blur_prob=0.3", "optim.lr=1.0e-3",
+           "optim.warmup_steps=10"]
+PNEUMONIA = ["model.name=resnet18", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.batch_size=256",
+             "trainer.checkpoint_every_n_steps=100000"]
+HEADS = {"simclr": ["method.proj_hidden_dim=512"], "byol": ["method.proj_hidden_dim=512", "method.pred_hidden_dim=512"],
+         "barlow_twins": ["method.proj_hidden_dim=512", "method.proj_dim=512"],
+         "vicreg": ["method.proj_hidden_dim=512", "method.proj_dim=512"], "isimed": [], "supervised": []}
+
+
+def data_root() -> Path:
+    root = os.environ.get("MEDREP_DATA")
+    if not root or not Path(root).is_dir():
+        raise SystemExit("set MEDREP_DATA to the data folder (volumes/, medmnist/ ...)")
+    return Path(root)
+
+
+def colin27_folder(out: Path) -> Path:
+    """A folder holding only the T1 (the volumes folder also has the label map and a CT)."""
+    folder = out / "colin27_t1_only"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "colin27_t1.nii.gz"
+    if not link.exists():
+        link.symlink_to(data_root() / "volumes" / "colin27_t1.nii.gz")
+    return folder
+
+
+def recipe_for(task: str, method: str, seed: int, steps: int, out: Path) -> dict:
+    base = {"isimed": "isimed_3d_colin27" if task == "colin27" else "isimed_2d_medpix"}.get(method)
+    base = base or ("supervised_pneumoniamnist" if method == "supervised" else f"{method}_pneumoniamnist")
+    common = COLIN27 + [f"data.path={colin27_folder(out)}"] if task == "colin27" else list(PNEUMONIA)
+    if task == "pneumonia" and method == "isimed":
+        # PneumoniaMNIST has no spacing: pixel distances; 8 crops of 16 px from each of 32 images
+        common += ["data.source=medmnist", "data.path=null", "data.batch_size=32", "data.intensity=minmax",
+                   "data.crops={k: 8, size: 16, min_foreground: null}", "data.size=null"]
+    if method == "isimed":
+        common += ["method.intensity_augment=false"]
+    return load_recipe(base, common + HEADS[method] + [f"trainer.seed={seed}", f"trainer.max_steps={steps}",
+                                                       f"trainer.output_dir={out / task / method / f'seed{seed}'}",
+                                                       "trainer.progress_bar=false"])
+
+
+def evaluate(task: str, encoder: torch.nn.Module) -> dict:
+    root = data_root()
+    if task == "pneumonia":
+        data = load_recipe("demo_simclr_pneumoniamnist")["data"]
+        return probe_encoder(encoder, data, seeds=(0,))
+    vols = root / "volumes"
+    regions = region_probe(encoder, vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
+                           crop=32, stride=16, slab_axis=0, fractions=(1.0,), seeds=(0,), progress=False,
+                           intensity={"intensity": "percentile", "percentiles": [5.0, 95.0]})
+    colin = distance_eval(encoder, vols / "colin27_t1.nii.gz", crops=256, crop=32, seed=123, progress=False,
+                          intensity={"intensity": "percentile", "percentiles": [5.0, 95.0]})
+    ct = distance_eval(encoder, vols / "head_ct.nii.gz", crops=256, crop=32, seed=123, progress=False,
+                       intensity={"intensity": "ct_window", "window": [-100.0, 200.0]})
+    return {"regions": {k: regions[k] for k in ("results", "counts", "class_counts", "chance_accuracy", "split")},
+            "distance_colin27": {k: colin[k] for k in ("spearman_rho", "pearson_r", "n_pairs")},
+            "distance_head_ct": {k: ct[k] for k in ("spearman_rho", "pearson_r", "n_pairs")}}
+
+
+def metrics(task: str, result: dict) -> dict[str, float]:
+    if task == "pneumonia":
+        lin = result["linear"]["fractions"]
+        out = {f"linear {k} AUROC": v["auroc"]["mean"] for k, v in lin.items()}
+        out |= {f"linear {k} ACC": v["accuracy"]["mean"] for k, v in lin.items()}
+        return out | {"kNN AUROC": result["knn"]["auroc"], "kNN ACC": result["knn"]["accuracy"]}
+    reg = result["regions"]["results"]
+    return {"region linear ACC": reg["linear"]["fractions"]["1"]["accuracy"]["mean"],
+            "region linear AUROC": reg["linear"]["fractions"]["1"]["auroc"]["mean"],
+            "region kNN ACC": reg["knn"]["accuracy"], "Spearman Colin27": result["distance_colin27"]["spearman_rho"],
+            "Spearman head CT": result["distance_head_ct"]["spearman_rho"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["colin27", "pneumonia"], required=True)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--out", default="runs/ssl_quality")
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--readme-only", action="store_true")
+    args = parser.parse_args()
+    results_path = ROOT / "benchmarks" / "results" / f"ssl_quality_{args.task}.json"
+    if args.readme_only:
+        update_readme()
+        return
+    out = Path(args.out).resolve()
+    rows = ["random-init", *args.methods] + (["supervised"] if args.task == "pneumonia" else [])
+    runs: dict[str, list[dict]] = {name: [] for name in rows}
+    for seed in args.seeds:
+        for name in rows:
+            start = time.perf_counter()
+            if name == "random-init":
+                torch.manual_seed(seed)
+                encoder = medrep.models.build_backbone(recipe_for(args.task, "simclr", seed, args.steps, out)["model"]).eval()
+                minutes = 0.0
+            else:
+                encoder = medrep.load_encoder(pretrain(recipe_for(args.task, name, seed, args.steps, out)))
+                minutes = (time.perf_counter() - start) / 60
+            result = evaluate(args.task, encoder)
+            runs[name].append({"seed": seed, "pretrain_minutes": minutes, "metrics": metrics(args.task, result), "result": result})
+            print(f"seed {seed} {name}: {runs[name][-1]['metrics']} ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+    table = []
+    for name, per_seed in runs.items():
+        keys = per_seed[0]["metrics"]
+        table.append({"encoder": name, **{k: {"mean": float(np.mean([r["metrics"][k] for r in per_seed])),
+                                              "std": float(np.std([r["metrics"][k] for r in per_seed]))} for k in keys}})
+    columns = ["encoder", *table[0].keys() - {"encoder"}]
+    columns = ["encoder"] + sorted(c for c in columns if c != "encoder")
+    print(format_table(table, columns))
+    write_json(results_path, {"task": args.task, "seeds": args.seeds, "steps": args.steps, "methods": args.methods,
+                              "budget": COLIN27 if args.task == "colin27" else PNEUMONIA, "table": table, "columns": columns,
+                              "runs": runs, "torch_threads": torch.get_num_threads()})
+    if not args.no_readme:
+        update_readme()
+
+
+def update_readme() -> None:
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    if START not in body or END not in body:
+        return
+    parts = []
+    for path in sorted((ROOT / "benchmarks" / "results").glob("ssl_quality_*.json")):
+        r = json.loads(path.read_text())
+        parts.append(f"**{r['task']}**: {r['steps']} steps per method, seeds {r['seeds']} (mean ± std); shared budget "
+                     f"`{' '.join(r['budget'])}`. From `{path.relative_to(ROOT)}`.\n\n"
+                     + format_table(r["table"], r["columns"], markdown=True))
+    head, rest = body.split(START, 1)
+    readme.write_text(f"{head}{START}\n" + "\n\n".join(parts) + f"\n{END}{rest.split(END, 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()
