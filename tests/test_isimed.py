@@ -6,15 +6,11 @@ as in test_losses_ntxent.py.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from gloo import WORLD, run_workers, worker_main
 
 from medrep.errors import MedrepError
 from medrep.losses import isimed_loss, rank, world_size
@@ -119,7 +115,7 @@ def test_bad_arguments():
 
 # ---------------------------------------------------------------- 2-process gloo
 
-WORLD, LOCAL_N, IN_DIM, OUT_DIM = 2, 6, 5, 4
+LOCAL_N, IN_DIM, OUT_DIM = 6, 5, 4
 CASES = [("same_image", True), ("all", True), ("all", False)]
 
 
@@ -143,53 +139,20 @@ def _loss_and_grads(model, x, c, group, pairs, gather):
     return {"loss": loss.item(), "grads": {k.removeprefix("module."): p.grad.tolist() for k, p in model.named_parameters()}}
 
 
-def _worker(r: int, init_file: str, out_file: str) -> None:
-    import datetime
-
-    import torch.distributed as dist
+def _worker(r: int) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=30))
-    try:
-        x, c, group = _global_batch()
-        sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
-        out = {"world_size": world_size(), "rank": rank()}
-        for pairs, gather in CASES:
-            out[f"{pairs}/{gather}"] = _loss_and_grads(DDP(_model()), x[sl], c[sl], group[sl], pairs, gather)
-        Path(out_file).write_text(json.dumps(out))
-    finally:
-        dist.destroy_process_group()
+    x, c, group = _global_batch()
+    sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
+    out = {"world_size": world_size(), "rank": rank()}
+    for pairs, gather in CASES:
+        out[f"{pairs}/{gather}"] = _loss_and_grads(DDP(_model()), x[sl], c[sl], group[sl], pairs, gather)
+    return out
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("gloo")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    procs = [
-        subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(r), str(tmp / "init"), str(tmp / f"out{r}.json")],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            try:
-                logs.append(p.communicate(timeout=90)[0])
-            except subprocess.TimeoutExpired:
-                pytest.fail("gloo worker timed out")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"worker {r} failed (rc={p.returncode}):\n{log}"
-    return [json.loads((tmp / f"out{r}.json").read_text()) for r in range(WORLD)]
+    return run_workers(__file__, tmp_path_factory.mktemp("gloo"))
 
 
 def _single(pairs):
@@ -221,5 +184,5 @@ def test_gloo_all_pairs_without_gather_differ(ddp_results):
     assert not _grads_close(local[0]["grads"], ref["grads"])
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    _worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+if __name__ == "__main__":
+    worker_main(_worker)

@@ -7,14 +7,9 @@ The distributed workers are this file run as a script (``python test_losses_base
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from gloo import WORLD, run_workers, worker_main
 
 from medrep.losses import barlow_twins_loss, byol_loss, vicreg_loss
 
@@ -227,7 +222,6 @@ def test_batch_statistics_need_two_samples_and_weights_are_checked() -> None:
 
 # ---------------------------------------------------------------- 2-process gloo / DDP
 
-WORLD = 2
 LOCAL_N = 4  # samples per rank
 IN_DIM, OUT_DIM = 6, 5
 
@@ -264,60 +258,21 @@ def _loss_and_grads(model: torch.nn.Module, name: str, x1, x2, gather_: bool) ->
     return {"terms": {k: v.item() for k, v in terms.items()}, "grads": grads}
 
 
-def _worker(r: int, init_file: str, out_file: str) -> None:
-    import datetime
-
-    import torch.distributed as dist
+def _worker(r: int) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=r, world_size=WORLD,
-        timeout=datetime.timedelta(seconds=30),
-    )
-    try:
-        x1, x2 = _global_batch()
-        sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
-        out: dict = {}
-        for name in LOSSES:
-            for gather_ in (True, False):
-                out[f"{name}/{gather_}"] = _loss_and_grads(DDP(_model()), name, x1[sl], x2[sl], gather_)
-        Path(out_file).write_text(json.dumps(out))
-    finally:
-        dist.destroy_process_group()
+    x1, x2 = _global_batch()
+    sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
+    out: dict = {}
+    for name in LOSSES:
+        for gather_ in (True, False):
+            out[f"{name}/{gather_}"] = _loss_and_grads(DDP(_model()), name, x1[sl], x2[sl], gather_)
+    return out
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("gloo")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(r), str(tmp / "init"),
-             str(tmp / f"out{r}.json")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            try:
-                logs.append(p.communicate(timeout=90)[0])
-            except subprocess.TimeoutExpired:
-                pytest.fail("gloo worker timed out")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"worker {r} failed (rc={p.returncode}):\n{log}"
-    return [json.loads((tmp / f"out{r}.json").read_text()) for r in range(WORLD)]
+    return run_workers(__file__, tmp_path_factory.mktemp("gloo"))
 
 
 def _single_process(name: str) -> dict:
@@ -359,5 +314,5 @@ def test_gloo_without_gather_differs(ddp_results: list[dict], name: str) -> None
     assert not torch.allclose(got, want, atol=1e-6, rtol=0)
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    _worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+if __name__ == "__main__":
+    worker_main(_worker)

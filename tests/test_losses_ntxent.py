@@ -6,15 +6,11 @@ The distributed workers are this file run as a script (``python test_losses_ntxe
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from gloo import WORLD, run_workers, worker_main
 
 from medrep.losses import gather, info_nce, nt_xent, rank, rank_offset, world_size
 
@@ -185,7 +181,6 @@ def test_distributed_helpers_outside_process_group() -> None:
 
 # ---------------------------------------------------------------- 2-process gloo / DDP
 
-WORLD = 2
 LOCAL_N = 3  # samples per rank; global batch of 2 * LOCAL_N samples, two views each
 IN_DIM, OUT_DIM = 6, 4
 TEMPERATURE = 0.2
@@ -211,65 +206,25 @@ def _loss_and_grads(model: torch.nn.Module, name: str, x1, x2, gather_: bool) ->
     return {"loss": loss.item(), "grads": grads}
 
 
-def _worker(r: int, init_file: str, out_file: str) -> None:
-    import datetime
-
-    import torch.distributed as dist
+def _worker(r: int) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=r, world_size=WORLD,
-        timeout=datetime.timedelta(seconds=30),
-    )
-    try:
-        x1, x2 = _global_batch()
-        sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
-        out: dict = {"world_size": world_size(), "rank": rank(), "offset": rank_offset(LOCAL_N)}
-        out["gathered"] = gather(torch.full((LOCAL_N, 1), float(r))).flatten().tolist()
-        for name in LOSSES:
-            for gather_ in (True, False):
-                ddp = DDP(_model())
-                res = _loss_and_grads(ddp, name, x1[sl], x2[sl], gather_)
-                res["grads"] = {k.removeprefix("module."): v for k, v in res["grads"].items()}
-                out[f"{name}/{gather_}"] = res
-        Path(out_file).write_text(json.dumps(out))
-    finally:
-        dist.destroy_process_group()
+    x1, x2 = _global_batch()
+    sl = slice(r * LOCAL_N, (r + 1) * LOCAL_N)
+    out: dict = {"world_size": world_size(), "rank": rank(), "offset": rank_offset(LOCAL_N)}
+    out["gathered"] = gather(torch.full((LOCAL_N, 1), float(r))).flatten().tolist()
+    for name in LOSSES:
+        for gather_ in (True, False):
+            ddp = DDP(_model())
+            res = _loss_and_grads(ddp, name, x1[sl], x2[sl], gather_)
+            res["grads"] = {k.removeprefix("module."): v for k, v in res["grads"].items()}
+            out[f"{name}/{gather_}"] = res
+    return out
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("gloo")
-    init_file = tmp / "init"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(r), str(init_file),
-             str(tmp / f"out{r}.json")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            try:
-                logs.append(p.communicate(timeout=90)[0])
-            except subprocess.TimeoutExpired:
-                pytest.fail("gloo worker timed out")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"worker {r} failed (rc={p.returncode}):\n{log}"
-    return [json.loads((tmp / f"out{r}.json").read_text()) for r in range(WORLD)]
+    return run_workers(__file__, tmp_path_factory.mktemp("gloo"))
 
 
 def _single_process(name: str) -> dict:
@@ -309,5 +264,5 @@ def test_gloo_without_gather_differs(ddp_results: list[dict], name: str) -> None
     assert not torch.allclose(w_got, w_want, atol=1e-6, rtol=0)
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    _worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+if __name__ == "__main__":
+    worker_main(_worker)
