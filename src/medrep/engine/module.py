@@ -41,8 +41,12 @@ class MethodModule(pl.LightningModule):
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
         return losses["loss"]
 
+    def on_train_start(self) -> None:
+        # The trainer recomputes this from the loaders on every access: once is enough.
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.method.on_train_batch_end(self.global_step, int(self.trainer.estimated_stepping_batches))
+        self.method.on_train_batch_end(self.global_step, self._total_steps)
 
     def configure_optimizers(self):
         cfg = self.optim
