@@ -68,6 +68,19 @@ def _check_file(path: str) -> None:
         raise DataError("is a folder, expected an image file", path)
 
 
+def _monai_read(reader, where: str, what: str) -> tuple[Any, np.ndarray]:
+    """Read with a MONAI reader; any failure becomes a DataError naming the file (PIL, nibabel,
+    gzip and numpy raise many exception types for broken or truncated files)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = reader.read(where)
+            array, _ = reader.get_data(img)
+        return img, np.asarray(array)
+    except Exception as exc:
+        raise DataError(f"cannot read {what} ({type(exc).__name__}: {exc})", where) from exc
+
+
 def read_png(path: str | Path, spatial_dims: int | None = None) -> dict[str, Any]:
     """A PNG/JPEG/TIFF/BMP image as a 2D (rows, cols) sample; colour becomes luminance.
 
@@ -76,15 +89,7 @@ def read_png(path: str | Path, spatial_dims: int | None = None) -> dict[str, Any
     """
     where = str(path)
     _check_file(where)
-    reader = _pil_reader()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = reader.read(where)
-            array, _ = reader.get_data(img)
-        array = np.asarray(array)
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise DataError(f"cannot read image file ({type(exc).__name__}: {exc})", where) from exc
+    _, array = _monai_read(_pil_reader(), where, "image file")
     meta: dict[str, Any] = {
         "path": where,
         "format": PIL_SUFFIXES.get(Path(where).suffix.lower(), "image"),
@@ -118,16 +123,8 @@ def read_nifti(path: str | Path, spatial_dims: int | None = None) -> dict[str, A
     """
     where = str(path)
     _check_file(where)
-    reader = _nibabel_reader()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = reader.read(where)
-            array, _ = reader.get_data(img)
-            array = np.asarray(array)
-            affine = np.asarray(img.affine, dtype=np.float64)
-    except Exception as exc:  # nibabel, gzip and numpy raise many types for broken files
-        raise DataError(f"cannot read NIfTI file ({type(exc).__name__}: {exc})", where) from exc
+    img, array = _monai_read(_nibabel_reader(), where, "NIfTI file")
+    affine = np.asarray(img.affine, dtype=np.float64)
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim > 3:
