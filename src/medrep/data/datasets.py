@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .cached import CachedDataset
 from .dicom import dicom_files_in, group_series, read_dicom_files
 from .readers import image_format, read_image
 
@@ -34,7 +34,7 @@ class ImageRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # extra manifest fields copied into the sample
 
 
-class FileDataset(Dataset):
+class FileDataset(CachedDataset):
     """Reads :class:`ImageRecord` items into sample dicts: ``image``, ``spacing``, ``meta`` and
     ``label`` when the record has one, plus any ``extra`` fields.
 
@@ -94,20 +94,8 @@ class FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> Any:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a dataset of {len(self)}")
-        sample = self._cache.get(index)
-        if sample is None:
-            sample = self._load(self.records[index])
-            if self.cache:
-                self._cache[index] = sample
-        # a fresh dict, meta and image each time, so a transform cannot alter the cached copy
-        sample = {**sample, "image": sample["image"].clone() if self.cache else sample["image"]}
-        sample["meta"] = {**sample["meta"], "index": index}
-        return self.transform(sample) if self.transform is not None else sample
+    def _load_index(self, index: int) -> Sample:
+        return self._load(self.records[index])
 
     @property
     def labels(self) -> list[int | None]:

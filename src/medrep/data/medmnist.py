@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .cached import CachedDataset
 from .datasets import Sample
 from .readers import LUMA
 
@@ -78,7 +78,7 @@ def load_npz_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     return images, labels[:, 0].astype(np.int64)
 
 
-class MedMNISTDataset(Dataset):
+class MedMNISTDataset(CachedDataset):
     """One split of a MedMNIST ``.npz`` as sample dicts with ``image``, ``spacing``, ``label``, ``meta``.
 
     ``grayscale=True`` turns RGB sets into one luminance channel (medrep's models default to
@@ -145,16 +145,5 @@ class MedMNISTDataset(Dataset):
         sample["label"] = torch.tensor(int(self.targets[index]), dtype=torch.int64)
         return sample
 
-    def __getitem__(self, index: int) -> Any:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a dataset of {len(self)}")
-        sample = self._cache.get(index)
-        if sample is None:
-            sample = self._load(index)
-            if self.cache:
-                self._cache[index] = sample
-        sample = {**sample, "image": sample["image"].clone() if self.cache else sample["image"]}
-        sample["meta"] = {**sample["meta"], "index": index}
-        return self.transform(sample) if self.transform is not None else sample
+    def _load_index(self, index: int) -> Sample:
+        return self._load(index)
