@@ -42,7 +42,7 @@ START, END = "<!-- ssl-quality:start -->", "<!-- ssl-quality:end -->"
 # Shared budget per task: same backbone, images (or crops) per step, steps, augmentation.
 COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "data.source=folder", "data.batch_size=1",
            "data.intensity=percentile", "data.percentiles=[5.0, 95.0]", "data.size=null", "trainer.checkpoint_every_n_steps=100000",
-           "data.crops={k: 32, size: 32, min_foreground: 0.25, threshold: 0.1}", "trainer.log_every_n_steps=10",
+           "data.crops={k: 16, size: 32, min_foreground: 0.25, threshold: 0.1}", "trainer.log_every_n_steps=10",
            "augment.crop_scale=[0.6, 1.0]", "augment.rotate_deg=10.0", "augment.blur_prob=0.3", "optim.lr=1.0e-3",
            "optim.warmup_steps=10"]
 PNEUMONIA = ["model.name=resnet18", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.batch_size=256",
