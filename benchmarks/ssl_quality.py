@@ -8,9 +8,13 @@ Tasks:
              crops of Colin27 and of the head CT.
   pneumonia  2D: pretrain on PneumoniaMNIST train; linear probe at 1/10/100 % labels and kNN on
              the official test split; a supervised row trains the same encoder on the labels.
+  medpix     2D: pretrain on the MedPix 2.0 train cases (CT/MR slices at 64 px); linear probe
+             (all labels) and kNN on the dev cases for body region, modality (CT/MR) and plane.
+             No supervised row: there are three targets, none of them the task.
 
     python benchmarks/ssl_quality.py --task colin27 --seeds 0 1 2 --steps 150
     python benchmarks/ssl_quality.py --task pneumonia --seeds 0 1 2 --steps 250
+    python benchmarks/ssl_quality.py --task medpix --seeds 0 1 2 --steps 150
 
 Needs MEDREP_DATA (the data folder). Writes benchmarks/results/ssl_quality_<task>.json and the
 README table between the ssl-quality markers, from all ssl_quality_*.json files present.
@@ -31,6 +35,7 @@ import medrep
 from medrep.demo import probe_encoder
 from medrep.engine import pretrain
 from medrep.evaluate.distance import distance_eval
+from medrep.evaluate.frozen import data_config, run_probes, split_features
 from medrep.evaluate.regions import region_probe
 from medrep.evaluate.report import format_table, write_json
 from medrep.recipe import load_recipe
@@ -43,13 +48,17 @@ ANCHORS = ("Anchors (cited from MedMNIST v2, Yang et al. 2023, fully supervised 
            "not measured here): ResNet-18 at 28 px AUC 0.944 / ACC 0.854; best listed ACC 0.946.")
 
 # Shared budget per task: same backbone, images (or crops) per step, steps, augmentation.
-COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "data.source=folder", "data.batch_size=1",
+COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.source=folder", "data.batch_size=1",
            "data.intensity=percentile", "data.percentiles=[5.0, 95.0]", "data.size=null", "trainer.checkpoint_every_n_steps=100000",
            "data.crops={k: 16, size: 32, min_foreground: 0.25, threshold: 0.1}", "trainer.log_every_n_steps=10",
            "augment.crop_scale=[0.6, 1.0]", "augment.rotate_deg=10.0", "augment.blur_prob=0.3", "optim.lr=1.0e-3",
            "optim.warmup_steps=10"]
 PNEUMONIA = ["model.name=resnet18", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.batch_size=256",
              "trainer.checkpoint_every_n_steps=100000"]
+MEDPIX = ["model.name=resnet18", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.source=manifest", "data.split=train",
+          "data.size=[64, 64]", "data.intensity=percentile", "data.percentiles=[5.0, 95.0]", "data.batch_size=128",
+          "data.cache=true", "trainer.checkpoint_every_n_steps=100000"]
+MEDPIX_TARGETS = ("region", "modality", "plane")
 HEADS = {"simclr": ["method.proj_hidden_dim=512"], "byol": ["method.proj_hidden_dim=512", "method.pred_hidden_dim=512"],
          "barlow_twins": ["method.proj_hidden_dim=512", "method.proj_dim=512"],
          "vicreg": ["method.proj_hidden_dim=512", "method.proj_dim=512"], "isimed": [], "supervised": []}
@@ -72,10 +81,30 @@ def colin27_folder(out: Path) -> Path:
     return folder
 
 
+def medpix_manifests(out: Path) -> dict[str, Path]:
+    """One manifest per target, written once under ``out`` (case-level train/dev splits)."""
+    from medrep.data.medpix import write_medpix_manifest
+
+    paths = {t: out / "medpix" / f"{t}.csv" for t in MEDPIX_TARGETS}
+    for target, path in paths.items():
+        if not path.exists():
+            write_medpix_manifest(data_root() / "medpix2", target, path)
+    return paths
+
+
 def recipe_for(task: str, method: str, seed: int, steps: int, out: Path) -> dict:
     base = {"isimed": "isimed_3d_colin27" if task == "colin27" else "isimed_2d_medpix"}.get(method)
     base = base or ("supervised_pneumoniamnist" if method == "supervised" else f"{method}_pneumoniamnist")
-    common = COLIN27 + [f"data.path={colin27_folder(out)}"] if task == "colin27" else list(PNEUMONIA)
+    if task == "colin27":
+        common = COLIN27 + [f"data.path={colin27_folder(out)}"]
+    elif task == "medpix":
+        # pretraining reads the train cases only; labels in the manifest are not used by SSL
+        common = MEDPIX + [f"data.path={medpix_manifests(out)['region']}"]
+    else:
+        common = list(PNEUMONIA)
+    if task == "medpix" and method == "isimed":
+        # 8 crops of 32 px from each of 16 images at the probes' 64 px scale (PNG: pixel distances)
+        common += ["data.batch_size=16", "data.crops={k: 8, size: 32, min_foreground: 0.25, threshold: 0.1}"]
     if task == "pneumonia" and method == "isimed":
         # PneumoniaMNIST has no spacing: pixel distances; 8 crops of 16 px from each of 32 images
         common += ["data.source=medmnist", "data.path=null", "data.batch_size=32", "data.intensity=minmax",
@@ -87,11 +116,19 @@ def recipe_for(task: str, method: str, seed: int, steps: int, out: Path) -> dict
                                                        "trainer.progress_bar=false"])
 
 
-def evaluate(task: str, encoder: torch.nn.Module) -> dict:
+def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
     root = data_root()
     if task == "pneumonia":
         data = load_recipe("demo_simclr_pneumoniamnist")["data"]
         return probe_encoder(encoder, data, seeds=(0,))
+    if task == "medpix":
+        result = {}
+        for target, path in medpix_manifests(out).items():
+            data = data_config(None, str(path), "manifest", size=[64])
+            data.update(intensity="percentile", percentiles=[5.0, 95.0], spatial_dims=2)
+            train, test = split_features(encoder, data, "train"), split_features(encoder, data, "dev")
+            result[target] = run_probes(train, test, {"linear": dict(fractions=(1.0,), seeds=(0,)), "knn": dict(k=20)})
+        return result
     vols = root / "volumes"
     regions = region_probe(encoder, vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
                            crop=32, stride=16, slab_axis=0, fractions=(1.0,), seeds=(0,), progress=False,
@@ -111,6 +148,13 @@ def metrics(task: str, result: dict) -> dict[str, float]:
         out = {f"linear {k} AUROC": v["auroc"]["mean"] for k, v in lin.items()}
         out |= {f"linear {k} ACC": v["accuracy"]["mean"] for k, v in lin.items()}
         return out | {"kNN AUROC": result["knn"]["auroc"], "kNN ACC": result["knn"]["accuracy"]}
+    if task == "medpix":
+        out = {}
+        for target, res in result.items():
+            lin = res["linear"]["fractions"]["1"]
+            out |= {f"{target} linear ACC": lin["accuracy"]["mean"], f"{target} linear AUROC": lin["auroc"]["mean"],
+                    f"{target} kNN ACC": res["knn"]["accuracy"]}
+        return out
     reg = result["regions"]["results"]
     return {"region linear ACC": reg["linear"]["fractions"]["1"]["accuracy"]["mean"],
             "region linear AUROC": reg["linear"]["fractions"]["1"]["auroc"]["mean"],
@@ -120,11 +164,13 @@ def metrics(task: str, result: dict) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["colin27", "pneumonia"], required=True)
+    parser.add_argument("--task", choices=["colin27", "pneumonia", "medpix"], required=True)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", default="runs/ssl_quality")
+    parser.add_argument("--reuse", action="store_true", help="load runs finished earlier under --out (quality.json)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when benchmarks share the CPU)")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--readme-only", action="store_true")
     args = parser.parse_args()
@@ -132,11 +178,18 @@ def main() -> None:
     if args.readme_only:
         update_readme()
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     rows = ["random-init", *args.methods] + (["supervised"] if args.task == "pneumonia" else [])
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     for seed in args.seeds:
         for name in rows:
+            record = out / args.task / name / f"seed{seed}" / "quality.json"
+            if args.reuse and record.is_file():  # finished before: a benchmark cut short resumes here
+                runs[name].append(json.loads(record.read_text()))
+                print(f"seed {seed} {name}: reused {record}", flush=True)
+                continue
             start = time.perf_counter()
             if name == "random-init":
                 torch.manual_seed(seed)
@@ -145,8 +198,9 @@ def main() -> None:
             else:
                 encoder = medrep.load_encoder(pretrain(recipe_for(args.task, name, seed, args.steps, out)))
                 minutes = (time.perf_counter() - start) / 60
-            result = evaluate(args.task, encoder)
+            result = evaluate(args.task, encoder, out)
             runs[name].append({"seed": seed, "pretrain_minutes": minutes, "metrics": metrics(args.task, result), "result": result})
+            write_json(record, runs[name][-1])
             print(f"seed {seed} {name}: {runs[name][-1]['metrics']} ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
     table = []
     for name, per_seed in runs.items():
@@ -158,8 +212,9 @@ def main() -> None:
     print(format_table(table, columns))
     if args.task == "pneumonia":
         print(ANCHORS)
+    budget = {"colin27": COLIN27, "pneumonia": PNEUMONIA, "medpix": MEDPIX}[args.task]
     write_json(results_path, {"task": args.task, "seeds": args.seeds, "steps": args.steps, "methods": args.methods,
-                              "budget": COLIN27 if args.task == "colin27" else PNEUMONIA, "table": table, "columns": columns,
+                              "budget": budget, "table": table, "columns": columns,
                               "runs": runs, "torch_threads": torch.get_num_threads()})
     if not args.no_readme:
         update_readme()
