@@ -23,6 +23,7 @@ README table between the ssl-quality markers, from all ssl_quality_*.json files 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import time
@@ -48,7 +49,8 @@ ANCHORS = ("Anchors (cited from MedMNIST v2, Yang et al. 2023, fully supervised 
            "not measured here): ResNet-18 at 28 px AUC 0.944 / ACC 0.854; best listed ACC 0.946.")
 
 # Shared budget per task: same backbone, images (or crops) per step, steps, augmentation.
-COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.source=folder", "data.batch_size=1",
+COLIN27 = ["model.name=resnet10", "model.spatial_dims=3", "model.conv1_t_size=7", "model.conv1_t_stride=2",
+           "data.source=folder", "data.batch_size=1",
            "data.intensity=percentile", "data.percentiles=[5.0, 95.0]", "data.size=null", "trainer.checkpoint_every_n_steps=100000",
            "data.crops={k: 16, size: 32, min_foreground: 0.25, threshold: 0.1}", "trainer.log_every_n_steps=10",
            "augment.crop_scale=[0.6, 1.0]", "augment.rotate_deg=10.0", "augment.blur_prob=0.3", "optim.lr=1.0e-3",
@@ -92,7 +94,7 @@ def medpix_manifests(out: Path) -> dict[str, Path]:
     return paths
 
 
-def recipe_for(task: str, method: str, seed: int, steps: int, out: Path) -> dict:
+def recipe_for(task: str, method: str, seed: int, steps: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
     base = {"isimed": "isimed_3d_colin27" if task == "colin27" else "isimed_2d_medpix"}.get(method)
     base = base or ("supervised_pneumoniamnist" if method == "supervised" else f"{method}_pneumoniamnist")
     if task == "colin27":
@@ -113,7 +115,7 @@ def recipe_for(task: str, method: str, seed: int, steps: int, out: Path) -> dict
         common += ["method.intensity_augment=false"]
     return load_recipe(base, common + HEADS[method] + [f"trainer.seed={seed}", f"trainer.max_steps={steps}",
                                                        f"trainer.output_dir={out / task / method / f'seed{seed}'}",
-                                                       "trainer.progress_bar=false"])
+                                                       "trainer.progress_bar=false", *extra])
 
 
 def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
@@ -122,13 +124,7 @@ def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
         data = load_recipe("demo_simclr_pneumoniamnist")["data"]
         return probe_encoder(encoder, data, seeds=(0,))
     if task == "medpix":
-        result = {}
-        for target, path in medpix_manifests(out).items():
-            data = data_config(None, str(path), "manifest", size=[64])
-            data.update(intensity="percentile", percentiles=[5.0, 95.0], spatial_dims=2)
-            train, test = split_features(encoder, data, "train"), split_features(encoder, data, "dev")
-            result[target] = run_probes(train, test, {"linear": dict(fractions=(1.0,), seeds=(0,)), "knn": dict(k=20)})
-        return result
+        return medpix_probes(encoder, medpix_manifests(out))
     vols = root / "volumes"
     regions = region_probe(encoder, vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
                            crop=32, stride=16, slab_axis=0, fractions=(1.0,), seeds=(0,), progress=False,
@@ -140,6 +136,31 @@ def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
     return {"regions": {k: regions[k] for k in ("results", "counts", "class_counts", "chance_accuracy", "split")},
             "distance_colin27": {k: colin[k] for k in ("spearman_rho", "pearson_r", "n_pairs")},
             "distance_head_ct": {k: ct[k] for k in ("spearman_rho", "pearson_r", "n_pairs")}}
+
+
+def medpix_probes(encoder: torch.nn.Module, manifests: dict[str, Path]) -> dict:
+    """Features of every image once (the region manifest lists them all), then one probe per target
+    on the rows its manifest keeps, labelled from that manifest."""
+    data = data_config(None, str(manifests["region"]), "manifest", size=[64])
+    data.update(intensity="percentile", percentiles=[5.0, 95.0], spatial_dims=2)
+    feats, paths = {}, {}
+    for split in ("train", "dev"):
+        feats[split] = split_features(encoder, data, split)[0]
+        paths[split] = [r["path"] for r in csv.DictReader(open(manifests["region"])) if r["split"] == split]
+        assert len(paths[split]) == len(feats[split])
+    result = {}
+    for target, path in manifests.items():
+        rows = list(csv.DictReader(open(path)))
+        classes = sorted({r["label"] for r in rows})
+        xy = {}
+        for split in ("train", "dev"):
+            label = {r["path"]: classes.index(r["label"]) for r in rows if r["split"] == split}
+            keep = [i for i, p in enumerate(paths[split]) if p in label]
+            if len(label) != len(keep):
+                raise SystemExit(f"{path}: {len(label) - len(keep)} {split} images are not in the region manifest")
+            xy[split] = (feats[split][keep], np.array([label[paths[split][i]] for i in keep]))
+        result[target] = run_probes(xy["train"], xy["dev"], {"linear": dict(fractions=(1.0,), seeds=(0,)), "knn": dict(k=20)})
+    return result
 
 
 def metrics(task: str, result: dict) -> dict[str, float]:

@@ -3,12 +3,13 @@ across processes with gradients (see :mod:`medrep.losses.distributed`)."""
 
 from medrep.losses.barlow import barlow_twins_loss
 from medrep.losses.byol import byol_loss
+from medrep.losses.cover import consistency_loss, cover_loss, vector_loss
 from medrep.losses.distributed import gather, is_distributed, rank, rank_offset, world_size
 from medrep.losses.isimed import isimed_loss
 from medrep.losses.ntxent import info_nce, nt_xent
 from medrep.losses.vicreg import vicreg_loss
 
 __all__ = [
-    "barlow_twins_loss", "byol_loss", "gather", "info_nce", "is_distributed", "isimed_loss", "nt_xent", "rank", "rank_offset",
-    "vicreg_loss", "world_size",
+    "barlow_twins_loss", "byol_loss", "consistency_loss", "cover_loss", "gather", "info_nce", "is_distributed", "isimed_loss",
+    "nt_xent", "rank", "rank_offset", "vector_loss", "vicreg_loss", "world_size",
 ]

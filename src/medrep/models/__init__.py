@@ -1,3 +1,4 @@
+from . import unet  # noqa: F401  (registers "unet")
 from .backbones import BACKBONES, Backbone, build_backbone, register_backbone
 from .heads import MLPHead
 

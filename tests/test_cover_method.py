@@ -1,0 +1,73 @@
+"""COVER as a registered method: recipes build, a step trains the U-Net and the pyramid, and bad
+options name their recipe field."""
+
+import pytest
+import torch
+
+from conftest import tiny_recipe
+from medrep.engine import pretrain
+from medrep.engine.export import load_encoder
+from medrep.errors import RecipeError
+from medrep.methods import build_method
+from medrep.recipe import load_recipe
+
+TINY_UNET = ["model.name=unet", "model.channels=[4, 8, 8, 16, 16]", "model.groups=4"]
+
+
+def cover(dims: int, *extra: str):
+    return build_method(load_recipe(None, ["method.name=cover", f"model.spatial_dims={dims}", *TINY_UNET, *extra]))
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 32)), (3, (1, 1, 16, 16, 16))])
+def test_step_gives_both_losses_and_trains_every_part(dims, shape):
+    torch.manual_seed(0)
+    method = cover(dims, "method.neighbourhood=3")
+    out = method.training_step({"image": torch.rand(shape)})
+    assert set(out) == {"loss", "vec", "con"}
+    assert torch.isfinite(out["loss"]) and torch.allclose(out["loss"], out["vec"] + out["con"])
+    out["loss"].backward()
+    for part in (method.encoder.encoder, method.encoder.decoder, method.pyramid):
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads)
+
+
+def test_views_follow_spatial_dims_defaults():
+    assert cover(2).cover_views.rotate_deg == 30.0
+    assert cover(3).cover_views.rotate_deg == 15.0
+    assert cover(2, "method.rotate_deg=5.0").cover_views.rotate_deg == 5.0
+
+
+def test_needs_a_dense_backbone():
+    with pytest.raises(RecipeError, match="model.name.*unet"):
+        build_method(load_recipe(None, ["method.name=cover", "model.name=resnet10"]))
+
+
+@pytest.mark.parametrize("override,field", [
+    ("method.neighbourhood=4", "method.neighbourhood"),
+    ("method.heads=[4, 4, 1]", "method.heads"),
+    ("method.rotate_deg=-3.0", "method.rotate_deg"),
+    ("method.appearance={sharpen: 1.0}", "method.appearance"),
+])
+def test_bad_options_name_their_field(override, field):
+    with pytest.raises(RecipeError, match=field.replace(".", r"\.")):
+        cover(2, override)
+
+
+@pytest.mark.parametrize("name", ["cover_2d_medpix", "cover_2d_pneumoniamnist", "cover_2d_cxr", "cover_3d_colin27", "cover_3d_headct"])
+def test_shipped_recipes_build(name):
+    recipe = load_recipe(name)
+    method = build_method(recipe)
+    assert method.name == "cover" and method.encoder.config["name"] == "unet"
+
+
+def test_pretrain_from_recipe_exports_the_whole_unet(tiny_npz, tmp_path):
+    recipe = tiny_recipe(tiny_npz, tmp_path / "run", method={"name": "cover", "neighbourhood": 3},
+                         model={"name": "unet", "spatial_dims": 2, "channels": [4, 8, 8, 16, 16], "groups": 4},
+                         data={"size": [32, 32], "batch_size": 4})
+    recipe["model"].pop("conv1_t_size"), recipe["model"].pop("conv1_t_stride")
+    recipe["method"].pop("proj_hidden_dim"), recipe["method"].pop("proj_dim")
+    run = pretrain(load_recipe(recipe))
+    encoder = load_encoder(run)
+    dense = encoder.dense(torch.rand(1, 1, 32, 32))
+    assert [f.shape[1] for f in dense] == [16, 16, 8, 8, 4]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
