@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_dense import add_registration_task, add_segment_task, cmd_registration, cmd_segment
+
 EPILOG_PRETRAIN = """examples:
   medrep pretrain --recipe configs/simclr_pneumoniamnist.yaml
   medrep pretrain --recipe simclr_pneumoniamnist trainer.max_steps=2000 optim.lr=3e-4 data.batch_size=128
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and stop")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
 
-    p = sub.add_parser("evaluate", help="evaluate a frozen encoder (linear probe, kNN)",
+    p = sub.add_parser("evaluate", help="evaluate an encoder: linear, knn, regions, distance, segment, registration",
                        description="Extract frozen-encoder features on two splits and score a probe on the test split.")
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
     t = tasks.add_parser("linear", help="logistic-regression probe at several label fractions (AUROC, accuracy)")
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--out", help="write the result JSON here")
         _add_data_args(t)
     _add_spatial_tasks(tasks)
+    add_segment_task(tasks)
+    add_registration_task(tasks)
 
     p = sub.add_parser("embed", help="write frozen-encoder features of a split to a .npz file",
                        description="Features (and labels, when known) of every sample of one split.")
@@ -117,6 +121,9 @@ EPILOG_MEDPIX = """examples:
   medrep prepare medpix2 --target region --out medpix_region.csv
   medrep evaluate linear --encoder runs/a --data medpix_region.csv --test-split dev
 The encoder must resize images (its recipe's data.size): MedPix images differ in size."""
+
+
+
 
 
 def _data_volume(name: str) -> str | None:
@@ -197,6 +204,10 @@ def _cmd_pretrain(args) -> int:
 def _cmd_evaluate(args) -> int:
     if args.task in ("regions", "distance"):
         return _cmd_evaluate_spatial(args)
+    if args.task == "segment":
+        return cmd_segment(args)
+    if args.task == "registration":
+        return cmd_registration(args)
     from .evaluate.frozen import data_config, evaluate_frozen
 
     data = data_config(args.encoder, args.data, args.source, args.skip_bad, args.size)
@@ -239,6 +250,7 @@ def _cmd_evaluate_spatial(args) -> int:
     if args.out:
         print(f"written: {args.out}")
     return 0
+
 
 
 def _cmd_prepare(args) -> int:

@@ -1,0 +1,124 @@
+"""`medrep evaluate segment` and `medrep evaluate registration`: the dense evaluations (U-Net encoders, COVER)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import MedrepError
+
+EPILOG_SEGMENT = """examples:
+  medrep evaluate segment --encoder runs/unet --data colin27-lobes --out seg/colin27.json
+  medrep evaluate segment --encoder runs/unet --data colin27-lobes --random-init --steps 100 --out seg/scratch.json
+  medrep evaluate segment --encoder runs/unet --data Task04_Hippocampus --num-classes 3 --fractions 0.1 0.5 1.0
+  medrep evaluate segment --encoder runs/unet --data my_2d_set --num-classes 2 --frozen-encoder --patch 128
+--data is colin27-lobes (Colin27 T1, AAL grouped into 7 lobe regions + background; trains on the left
+hemisphere, tests on the right; 2D sagittal slices or 3D halves, following the encoder) or a folder:
+imagesTr/ + labelsTr/ (MSD, NIfTI), images/ + masks/ (2D, PNG or NIfTI), or train/ and test/ holding one
+of them (without them a fixed 20% of the cases is the test set). A label fraction keeps that share of
+the training items (2D slices or images; 3D volumes when there are 10 or more), else of a seeded pool of
+patch positions (3D with fewer volumes). Dice per class skips classes absent from both prediction and
+truth; the mean is over foreground classes."""
+
+
+def add_segment_task(tasks) -> None:
+    t = tasks.add_parser("segment", help="fine-tune a U-Net encoder + segmentation head on few labels, score Dice",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_SEGMENT,
+                         description="Dense evaluation: the exported U-Net plus a 1x1 convolution on its full-resolution "
+                                     "decoder features, fine-tuned (Dice + CE, AdamW, random patches) at each label fraction "
+                                     "and seed, then scored by sliding-window inference on the test items (Dice per class).")
+    t.add_argument("--encoder", required=True, help="exported U-Net encoder: a run folder, its encoder/ folder, or encoder.json "
+                                                    "(with --random-init: only its architecture)")
+    t.add_argument("--random-init", action="store_true", help="the encoder's architecture with fresh weights (scratch baseline)")
+    t.add_argument("--data", required=True, help="colin27-lobes, or a folder of image/mask pairs (see below)")
+    t.add_argument("--volumes", help="colin27-lobes: folder with the Colin27 files (default: $MEDREP_DATA/volumes)")
+    t.add_argument("--spatial-dims", type=int, choices=[2, 3],
+                   help="2D slices or 3D volumes; must match the encoder (default: the encoder's)")
+    t.add_argument("--num-classes", type=int, help="folders: classes including background (mask values 0..N-1)")
+    t.add_argument("--slice-axis", type=int, default=2, help="folders of 3D volumes with a 2D encoder: slice across this axis")
+    t.add_argument("--test-fraction", type=float, default=0.2, help="folders without train/ and test/: share of test cases")
+    t.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0], help="label fractions (default 0.1 1.0)")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean and std over them are reported)")
+    t.add_argument("--steps", type=int, default=200, help="optimiser steps per run (default 200)")
+    t.add_argument("--patch", type=int, help="patch size, a multiple of 16 (default: 256 in 2D, 64 in 3D, capped at the "
+                                             "largest image so small slices are taken whole)")
+    t.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
+    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    t.add_argument("--frozen-encoder", action="store_true", help="freeze the encoder; train decoder and head only")
+    t.add_argument("--out", help="write the result JSON here")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def cmd_segment(args) -> int:
+    from .engine.export import read_encoder_info
+    from .evaluate.report import write_json
+    from .evaluate.segment import segment_eval
+
+    dims = int(read_encoder_info(args.encoder)[0]["backbone"].get("spatial_dims", 2))
+    if args.spatial_dims is not None and args.spatial_dims != dims:
+        raise MedrepError(f"the encoder is {dims}D, --spatial-dims asks for {args.spatial_dims}D", "--spatial-dims")
+    if args.data == "colin27-lobes":
+        from .data.colin27_lobes import colin27_lobes
+
+        task = colin27_lobes(args.volumes, spatial_dims=dims)
+    else:
+        from .data.segmentation import load_segmentation_folder
+
+        if args.num_classes is None:
+            raise MedrepError("a folder of masks needs the number of classes, background included", "--num-classes")
+        task = load_segmentation_folder(args.data, args.num_classes, dims, args.slice_axis, args.test_fraction)
+    result = segment_eval(args.encoder, task.train, task.test, task.num_classes, fractions=args.fractions, seeds=args.seeds,
+                          steps=args.steps, patch=args.patch, batch_size=args.batch_size, lr=args.lr,
+                          frozen_encoder=args.frozen_encoder, random_init=args.random_init, device=args.device,
+                          class_names=task.class_names)
+    result["data"] = task.info
+    print(f"data: {args.data}: {len(task.train)} train / {len(task.test)} test items ({task.spatial_dims}D), "
+          f"{task.num_classes} classes")
+    print(result["class_table"])
+    print(result["table"])
+    if args.out:
+        write_json(args.out, result)
+        print(f"written: {args.out}")
+    return 0
+
+
+EPILOG_REGISTRATION = """examples:
+  medrep evaluate registration --run runs/cover_2d_medpix --split dev --n 64 --plot reg/fields.png --out reg/medpix.json
+  medrep evaluate registration --run runs/cover_3d_colin27 --data runs/headct --n 8
+Pairs are held-out images (or crops) prepared as in the run's recipe, warped by random affine fields drawn as in
+training (fixed --seed). End-point error: mean over valid positions of |predicted - true| (voxels); beside it the
+error of predicting no motion."""
+
+
+def add_registration_task(tasks) -> None:
+    t = tasks.add_parser("registration", help="COVER diagnostic: end-point error of the predicted displacement field",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_REGISTRATION)
+    t.add_argument("--run", required=True, help="a COVER run folder (recipe.yaml + checkpoints/last.ckpt)")
+    t.add_argument("--data", help="held-out images (default: the run's own data, see --split)")
+    t.add_argument("--source", choices=["medmnist", "folder", "manifest"], help="kind of --data (default: guessed)")
+    t.add_argument("--split", help="split to draw images from (e.g. test, dev; default: the recipe's)")
+    t.add_argument("--n", type=int, default=32, help="images (or crops) to warp (default 32)")
+    t.add_argument("--pairs", type=int, default=1, help="random fields per image (default 1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--plot", help="PNG with true and predicted arrows on one pair")
+    t.add_argument("--out", help="write the result JSON here")
+
+
+def cmd_registration(args) -> int:
+    from .evaluate.registration import held_out_images, load_method, registration_eval
+    from .evaluate.report import format_table, write_json
+
+    if args.n < 1 or args.pairs < 1:
+        raise MedrepError("must be at least 1", "--n" if args.n < 1 else "--pairs")
+    method = load_method(args.run)
+    images = held_out_images(args.run, args.data, args.split, args.n, args.source)
+    result = registration_eval(method, images, pairs_per_image=args.pairs, seed=args.seed, batch_size=args.batch_size, plot=args.plot)
+    result |= {"run": str(args.run), "data": args.data, "split": args.split}
+    rows = [{"field": "COVER prediction", "EPE (voxels)": f"{result['epe_mean']:.3f} +- {result['epe_std']:.3f}"},
+            {"field": "no motion", "EPE (voxels)": f"{result['zero_flow_epe_mean']:.3f}"}]
+    print(format_table(rows, ["field", "EPE (voxels)"]))
+    print(f"pairs: {result['pairs']}, valid positions: {result['valid_fraction']:.1%}" + (f", plot: {result['plot']}" if args.plot else ""))
+    if args.out:
+        write_json(args.out, result)
+        print(f"written: {args.out}")
+    return 0
