@@ -3,8 +3,8 @@ options name their recipe field."""
 
 import pytest
 import torch
-
 from conftest import tiny_recipe
+
 from medrep.engine import pretrain
 from medrep.engine.export import load_encoder
 from medrep.errors import RecipeError

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_recipe
+
 from medrep.engine import pretrain
 from medrep.errors import MedrepError
 from medrep.evaluate.registration import end_point_error, held_out_images, load_method, registration_eval

@@ -16,6 +16,7 @@ from medrep.transforms import (
     gaussian_blur,
 )
 
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
