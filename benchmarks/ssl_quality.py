@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ssl_quality")
     parser.add_argument("--reuse", action="store_true", help="load runs finished earlier under --out (quality.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when benchmarks share the CPU)")
+    parser.add_argument("--collect", action="store_true", help="only gather the per-run records present under --out (no training)")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--readme-only", action="store_true")
     args = parser.parse_args()
@@ -207,9 +208,12 @@ def main() -> None:
     for seed in args.seeds:
         for name in rows:
             record = out / args.task / name / f"seed{seed}" / "quality.json"
-            if args.reuse and record.is_file():  # finished before: a benchmark cut short resumes here
+            if (args.reuse or args.collect) and record.is_file():  # finished before: a benchmark cut short resumes here
                 runs[name].append(json.loads(record.read_text()))
                 print(f"seed {seed} {name}: reused {record}", flush=True)
+                continue
+            if args.collect:
+                print(f"seed {seed} {name}: no record, left out", flush=True)
                 continue
             start = time.perf_counter()
             if name == "random-init":
@@ -225,16 +229,18 @@ def main() -> None:
             print(f"seed {seed} {name}: {runs[name][-1]['metrics']} ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
     table = []
     for name, per_seed in runs.items():
+        if not per_seed:
+            continue
         keys = per_seed[0]["metrics"]
-        table.append({"encoder": name, **{k: {"mean": float(np.mean([r["metrics"][k] for r in per_seed])),
+        table.append({"encoder": name, "seeds": len(per_seed), **{k: {"mean": float(np.mean([r["metrics"][k] for r in per_seed])),
                                               "std": float(np.std([r["metrics"][k] for r in per_seed]))} for k in keys}})
-    columns = ["encoder", *table[0].keys() - {"encoder"}]
-    columns = ["encoder"] + sorted(c for c in columns if c != "encoder")
+    columns = ["encoder", "seeds"] + sorted(c for c in table[0] if c not in ("encoder", "seeds"))
     print(format_table(table, columns))
     if args.task == "pneumonia":
         print(ANCHORS)
     budget = {"colin27": COLIN27, "pneumonia": PNEUMONIA, "medpix": MEDPIX}[args.task]
-    write_json(results_path, {"task": args.task, "seeds": args.seeds, "steps": args.steps, "methods": args.methods,
+    seeds = sorted({r["seed"] for per_seed in runs.values() for r in per_seed})
+    write_json(results_path, {"task": args.task, "seeds": seeds, "steps": args.steps, "methods": args.methods,
                               "budget": budget, "table": table, "columns": columns,
                               "runs": runs, "torch_threads": torch.get_num_threads()})
     if not args.no_readme:
@@ -249,7 +255,7 @@ def update_readme() -> None:
     parts = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("ssl_quality_*.json")):
         r = json.loads(path.read_text())
-        parts.append(f"**{r['task']}**: {r['steps']} steps per method, seeds {r['seeds']} (mean ± std); shared budget "
+        parts.append(f"**{r['task']}**: {r['steps']} steps per method, seeds {r['seeds']} (mean ± std over the seeds of each row); shared budget "
                      f"`{' '.join(r['budget'])}`. From `{path.relative_to(ROOT)}`.\n\n"
                      + format_table(r["table"], r["columns"], markdown=True)
                      + (f"\n\n{ANCHORS}" if r["task"] == "pneumonia" else ""))
