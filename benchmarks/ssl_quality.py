@@ -255,7 +255,8 @@ def update_readme() -> None:
     parts = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("ssl_quality_*.json")):
         r = json.loads(path.read_text())
-        parts.append(f"**{r['task']}**: {r['steps']} steps per method, seeds {r['seeds']} (mean ± std over the seeds of each row); shared budget "
+        parts.append(f"**{r['task']}**: {r['steps']} steps per method, seeds {r['seeds']} (mean ± std over the seeds of each row); "
+                     "shared budget "
                      f"`{' '.join(r['budget'])}`. From `{path.relative_to(ROOT)}`.\n\n"
                      + format_table(r["table"], r["columns"], markdown=True)
                      + (f"\n\n{ANCHORS}" if r["task"] == "pneumonia" else ""))
