@@ -29,7 +29,8 @@ def test_list_names_methods_and_recipes(capsys):
         (["pretrain", "--recipe", "no_such_recipe"], "no_such_recipe"),
         (["pretrain", "--recipe", "simclr_pneumoniamnist", "method.name=simclrr"], "method.name"),
         (["pretrain", "--recipe", "simclr_pneumoniamnist", "optim.lrr=1"], "optim.lrr"),
-        (["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", "/no/such/file.npz", "trainer.output_dir=/tmp/x"], "/no/such/file.npz"),
+        (["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", "/no/such/file.npz", "trainer.output_dir=/tmp/x"],
+         "/no/such/file.npz"),
         (["evaluate", "linear", "--encoder", "/no/such/run"], "/no/such/run"),
     ],
 )

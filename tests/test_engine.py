@@ -61,7 +61,8 @@ def test_resume_without_checkpoint_names_the_folder(tiny_npz, tmp_path):
 
 
 def test_bf16_mixed_and_accumulation_run_on_cpu(tiny_npz, tmp_path):
-    recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run", trainer={"precision": "bf16-mixed", "accumulate_grad_batches": 2, "max_steps": 2}))
+    trainer = {"precision": "bf16-mixed", "accumulate_grad_batches": 2, "max_steps": 2}
+    recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run", trainer=trainer))
     run = pretrain(recipe)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
@@ -73,7 +74,8 @@ def test_16_mixed_on_cpu_is_refused(tiny_npz, tmp_path):
 
 
 def test_same_seed_same_weights(tiny_npz, tmp_path):
-    encs = [medrep.load_encoder(pretrain(load_recipe(tiny_recipe(tiny_npz, tmp_path / f"r{i}", trainer={"max_steps": 2})))) for i in range(2)]
+    encs = [medrep.load_encoder(pretrain(load_recipe(tiny_recipe(tiny_npz, tmp_path / f"r{i}", trainer={"max_steps": 2}))))
+            for i in range(2)]
     for a, b in zip(encs[0].state_dict().values(), encs[1].state_dict().values()):
         assert torch.equal(a, b)
 

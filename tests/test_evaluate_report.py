@@ -26,7 +26,8 @@ def test_format_table_plain_and_markdown():
 
 
 def test_write_json_converts_numpy_and_sorts(tmp_path):
-    path = write_json(tmp_path / "a" / "b" / "r.json", {"z": np.float32(0.5), "a": np.arange(3), "n": np.int64(4), 1: float("nan"), "b": (True,)})
+    obj = {"z": np.float32(0.5), "a": np.arange(3), "n": np.int64(4), 1: float("nan"), "b": (True,)}
+    path = write_json(tmp_path / "a" / "b" / "r.json", obj)
     text = path.read_text()
     data = json.loads(text)
     assert data == {"z": 0.5, "a": [0, 1, 2], "n": 4, "1": None, "b": [True]}

@@ -62,7 +62,9 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         precision=_precision(recipe), accumulate_grad_batches=t["accumulate_grad_batches"],
         gradient_clip_val=t["gradient_clip_val"], max_steps=t["max_steps"] or -1, max_epochs=t["max_epochs"],
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=t["progress_bar"], deterministic=t["deterministic"],
-        callbacks=[checkpoint, *([TQDMProgressBar(refresh_rate=t["log_every_n_steps"])] if t["progress_bar"] else []), *(extra_callbacks or [])], logger=loggers, default_root_dir=run_dir,
+        callbacks=[checkpoint, *([TQDMProgressBar(refresh_rate=t["log_every_n_steps"])] if t["progress_bar"] else []),
+                   *(extra_callbacks or [])],
+        logger=loggers, default_root_dir=run_dir,
         enable_model_summary=False, num_sanity_val_steps=0,
     )
 

@@ -72,7 +72,9 @@ def data_config(
     return data
 
 
-def split_features(encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def split_features(
+    encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     from ..data import build_dataset, collate
 
     dataset = build_dataset(data, split=split)

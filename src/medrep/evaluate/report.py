@@ -136,6 +136,7 @@ def probe_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         ]
     if result.get("probe") == "knn":
         return [
-            {"probe": f"knn (k={result['k']})", "fraction": 1.0, "n_train": result["n_train"], "auroc": result["auroc"], "accuracy": result["accuracy"]}
+            {"probe": f"knn (k={result['k']})", "fraction": 1.0, "n_train": result["n_train"], "auroc": result["auroc"],
+             "accuracy": result["accuracy"]}
         ]
     raise MedrepError("not a linear_probe or knn_probe result (no 'probe' key)", where="result")
