@@ -81,6 +81,7 @@ def test_pretrain_3d_on_real_colin27(shared_data, tmp_path):
     (folder / "colin27_t1.nii.gz").symlink_to(shared_data / "volumes" / "colin27_t1.nii.gz")
     recipe = load_recipe("cover_3d_colin27", [f"data.path={folder}", "model.channels=[4, 8, 8, 16, 16]", "model.groups=4",
                                               "method.neighbourhood=3", "data.crops.size=32", "data.crops.k=1",
-                                              "trainer.max_steps=1", f"trainer.output_dir={tmp_path / 'run'}", "trainer.progress_bar=false"])
+                                              "trainer.max_steps=1", f"trainer.output_dir={tmp_path / 'run'}",
+                                              "trainer.progress_bar=false"])
     run = pretrain(recipe)
     assert load_encoder(run).dense(torch.rand(1, 1, 32, 32, 32))[-1].shape == (1, 4, 32, 32, 32)
