@@ -14,7 +14,7 @@ Tasks:
 
     python benchmarks/ssl_quality.py --task colin27 --seeds 0 1 2 --steps 150
     python benchmarks/ssl_quality.py --task pneumonia --seeds 0 1 2 --steps 250
-    python benchmarks/ssl_quality.py --task medpix --seeds 0 1 2 --steps 150
+    python benchmarks/ssl_quality.py --task medpix --seeds 0 1 2 --steps 100
 
 Needs MEDREP_DATA (the data folder). Writes benchmarks/results/ssl_quality_<task>.json and the
 README table between the ssl-quality markers, from all ssl_quality_*.json files present.
