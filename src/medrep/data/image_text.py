@@ -1,0 +1,175 @@
+"""Image-report pairs: one row per study (one or more images and one report), a generic manifest
+for them, and the checks every reader applies.
+
+A study, not an image, is the unit: a chest X-ray report describes the frontal and the lateral
+view together, so both belong to one row and must never be split across train and test. The
+readers for real layouts (MedPix 2.0, IU X-ray, MIMIC-CXR) are in :mod:`.image_text_sources`;
+the dataset and batching are in :mod:`.image_text_dataset`.
+
+Manifest (CSV/TSV or JSONL), one row per study; relative paths are resolved against the
+manifest's folder:
+
+- ``images``: one or more image paths (CSV: separated by ";"; JSONL: a list or such a string),
+  or a single ``path`` column instead;
+- ``report``: the text (required, non-empty);
+- optional ``label`` (an integer class or a class name), ``split``, ``study`` (an id; default
+  ``row<N>``) and ``patient``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .manifest import CSV_SUFFIXES, JSONL_SUFFIXES, _blank, _label
+
+
+@dataclass(frozen=True)
+class ImageTextRow:
+    """One study: its images (absolute paths), report text, and where it came from (``source``,
+    e.g. "row 3 (line 4)", for error messages)."""
+
+    images: tuple[str, ...]
+    report: str
+    study: str
+    split: str | None = None
+    patient: str | None = None
+    label: int | str | None = None
+    source: str = ""
+
+
+def check_pairs(rows: Iterable[ImageTextRow], where: str | Path) -> list[ImageTextRow]:
+    """Refuse duplicate study ids, studies without images, and a study or patient in two splits.
+
+    A patient in two splits leaks their anatomy (and often near-identical reports) from training
+    into evaluation, so it is an error naming the patient and both splits, never a warning.
+    Rows without a split take part in the duplicate check only.
+    """
+    rows = list(rows)
+    studies: dict[str, ImageTextRow] = {}
+    patients: dict[str, ImageTextRow] = {}
+    for row in rows:
+        if not row.images:
+            raise DataError(f"{row.source or 'study ' + row.study}: study {row.study!r} has no images", where)
+        first = studies.setdefault(row.study, row)
+        if first is not row:
+            leak = f" in splits {first.split!r} and {row.split!r}: a leak between splits" if first.split != row.split else ""
+            raise DataError(f"{row.source}: study {row.study!r} also in {first.source or 'another row'}{leak}", where)
+        if row.patient is None or row.split is None:
+            continue
+        seen = patients.setdefault(row.patient, row)
+        if seen.split is not None and seen.split != row.split:
+            raise DataError(
+                f"{row.source}: patient {row.patient!r} is in splits {seen.split!r} ({seen.source or seen.study}) "
+                f"and {row.split!r}: a leak between splits",
+                where,
+            )
+    return rows
+
+
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(place, mapping) for every data row; CSV fields may hold line breaks inside quotes."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"manifest is not UTF-8 text ({exc})", path) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read manifest ({exc.strerror or exc})", path) from exc
+    suffix, name = path.suffix.lower(), path.name.lower()
+    out: list[tuple[str, dict[str, Any]]] = []
+    if suffix in CSV_SUFFIXES:
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=CSV_SUFFIXES[suffix])
+        try:
+            for record in reader:
+                clean = {(k or "").strip(): v for k, v in record.items() if k is not None}
+                out.append((f"row {len(out) + 1} (line {reader.line_num})", clean))
+        except csv.Error as exc:
+            raise DataError(f"line {reader.line_num}: malformed CSV ({exc})", path) from exc
+        columns = [(f or "").strip() for f in reader.fieldnames or []]
+        if reader.fieldnames is not None and not {"images", "path"} & set(columns):
+            raise DataError(f"no 'images' or 'path' column; columns: {', '.join(columns)}", path)
+    elif name.endswith(JSONL_SUFFIXES):
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            place = f"row {len(out) + 1} (line {line_no})"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{place}: not valid JSON ({exc.msg})", path) from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{place}: expected a JSON object", path)
+            out.append((place, record))
+    else:
+        raise DataError("unknown manifest format; use .csv, .tsv, .jsonl or .ndjson", path)
+    return out
+
+
+def _image_list(record: dict[str, Any], place: str, where: Path) -> list[str]:
+    value = record.get("images", record.get("path"))
+    if isinstance(value, str):
+        value = value.split(";")
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{place}: 'images' must be a path, a ';'-separated string or a list of paths", where)
+    images = []
+    for item in (v.strip() for v in value if v.strip()):
+        file = Path(item).expanduser()
+        file = file if file.is_absolute() else where.parent / file
+        if not file.exists():
+            raise DataError(f"{place}: image {item!r} does not exist ({file})", where)
+        images.append(str(file))
+    return images
+
+
+def _optional_id(value: Any, name: str, place: str, where: Path) -> str | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{place}: {name} must be a string or an integer, got {value!r}", where)
+    return str(value).strip()
+
+
+def read_image_text_manifest(path: str | Path) -> list[ImageTextRow]:
+    """Every row of an image-text manifest (see the module docstring), checked with :func:`check_pairs`.
+
+    Any bad row raises :class:`DataError` naming the manifest and the row: no or an empty report,
+    a report that is not text, a missing image file, a row without images, a duplicate study id,
+    a study or patient in two splits.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such manifest file" if not path.exists() else "not a file", path)
+    rows = []
+    for index, (place, record) in enumerate(_records(path), start=1):
+        report = record.get("report")
+        if report is None:
+            raise DataError(f"{place}: no 'report'", path)
+        if not isinstance(report, str):
+            raise DataError(f"{place}: 'report' must be text, got {type(report).__name__}", path)
+        if not report.strip():
+            raise DataError(f"{place}: empty 'report'", path)
+        images = _image_list(record, place, path)
+        if not images:
+            raise DataError(f"{place}: study has no images", path)
+        rows.append(
+            ImageTextRow(
+                images=tuple(images),
+                report=report.strip(),
+                study=_optional_id(record.get("study"), "study", place, path) or f"row{index}",
+                split=_optional_id(record.get("split"), "split", place, path),
+                patient=_optional_id(record.get("patient"), "patient", place, path),
+                label=_label(record.get("label"), str(path), index),
+                source=place,
+            )
+        )
+    if not rows:
+        raise DataError("manifest has no rows", path)
+    return check_pairs(rows, path)
