@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .cli_dense import add_registration_task, add_segment_task, cmd_registration, cmd_segment
+from .cli_vlp import add_retrieval_task, add_zeroshot_task, cmd_retrieval, cmd_zeroshot
 
 EPILOG_PRETRAIN = """examples:
   medrep pretrain --recipe configs/simclr_pneumoniamnist.yaml
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and stop")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
 
-    p = sub.add_parser("evaluate", help="evaluate an encoder: linear, knn, regions, distance, segment, registration",
+    p = sub.add_parser("evaluate", help="evaluate an encoder: linear, knn, regions, distance, segment, registration, retrieval, zeroshot",
                        description="Extract frozen-encoder features on two splits and score a probe on the test split.")
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
     t = tasks.add_parser("linear", help="logistic-regression probe at several label fractions (AUROC, accuracy)")
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spatial_tasks(tasks)
     add_segment_task(tasks)
     add_registration_task(tasks)
+    add_retrieval_task(tasks)
+    add_zeroshot_task(tasks)
 
     p = sub.add_parser("embed", help="write frozen-encoder features of a split to a .npz file",
                        description="Features (and labels, when known) of every sample of one split.")
@@ -208,6 +211,8 @@ def _cmd_evaluate(args) -> int:
         return cmd_segment(args)
     if args.task == "registration":
         return cmd_registration(args)
+    if args.task in ("retrieval", "zeroshot"):
+        return cmd_retrieval(args) if args.task == "retrieval" else cmd_zeroshot(args)
     from .evaluate.frozen import data_config, evaluate_frozen
 
     data = data_config(args.encoder, args.data, args.source, args.skip_bad, args.size)

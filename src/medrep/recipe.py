@@ -21,8 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "method": {"name": None},
     "model": {"name": "resnet18", "spatial_dims": 2, "in_channels": 1},
     "data": {
-        "source": "medmnist",  # medmnist | folder | manifest
-        "path": None,  # None: the packaged PneumoniaMNIST (or $MEDREP_DATA)
+        # images: medmnist | folder | manifest; image-report pairs (IMAGE_TEXT_SOURCES below):
+        # image_text (a CSV/JSONL manifest) | medpix2 | iu_xray (R2Gen annotation.json) | mimic_cxr
+        "source": "medmnist",
+        "path": None,  # None: the packaged PneumoniaMNIST, or $MEDREP_DATA/medpix2 | $MEDREP_DATA/iu_xray/annotation.json
         "split": "train",
         "size": None,  # resize every image to this spatial size; None keeps it
         "intensity": "minmax",  # minmax | percentile | ct_window | none
@@ -32,7 +34,9 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 256,
         "num_workers": 0,
         "cache": True,
-        "skip_bad": False,
+        "skip_bad": False,  # image sources: leave out unreadable images; image-text readers: bad studies
+        "text_field": "caption",  # medpix2: caption (per image) | findings | history | exam | diagnosis | discussion | title
+        "image_root": None,  # iu_xray: folder the annotation's image_path entries are relative to; None: its folder
         "class_folders": False,  # folder source: labels from class-named subfolders
         # K random crops per image with their centres in mm (medrep.data.crops.CropDataset), or
         # null for whole images. Keys and defaults: CROP_DEFAULTS below.
@@ -78,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 OPEN_SECTIONS = ("method", "model")
+IMAGE_SOURCES = ("medmnist", "folder", "manifest")
+IMAGE_TEXT_SOURCES = ("image_text", "medpix2", "iu_xray", "mimic_cxr")
 
 #: Keys of ``data.crops`` and their defaults (see :class:`medrep.data.crops.CropDataset`).
 CROP_DEFAULTS: dict[str, Any] = {
@@ -258,8 +264,7 @@ def validate(recipe: dict) -> dict:
         raise RecipeError("must be adamw, adam or sgd", "optim.name")
     if optim["schedule"] not in ("cosine", "constant"):
         raise RecipeError("must be cosine or constant", "optim.schedule")
-    if data["source"] not in ("medmnist", "folder", "manifest"):
-        raise RecipeError("must be medmnist, folder or manifest", "data.source")
+    _check_source(data)
     if data["intensity"] not in ("minmax", "percentile", "ct_window", "none"):
         raise RecipeError("must be minmax, percentile, ct_window or none", "data.intensity")
     if data["intensity"] == "ct_window" and (not isinstance(data["window"], (list, tuple)) or len(data["window"]) != 2):
@@ -270,6 +275,21 @@ def validate(recipe: dict) -> dict:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
     data["crops"] = check_crops(data.get("crops"), data["spatial_dims"])
     return recipe
+
+
+def _check_source(data: dict) -> None:
+    """``data.source`` and the keys only image-report sources read (``text_field``, ``image_root``)."""
+    sources = IMAGE_SOURCES + IMAGE_TEXT_SOURCES
+    if not isinstance(data["source"], str) or data["source"] not in sources:
+        raise RecipeError(f"must be one of {', '.join(sources)}, got {data['source']!r}", "data.source")
+    from .data.image_text_sources import MEDPIX_FIELDS  # lazy: medrep.data imports this module
+
+    if not isinstance(data["text_field"], str) or data["text_field"] not in MEDPIX_FIELDS:
+        raise RecipeError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {data['text_field']!r}", "data.text_field")
+    if data["image_root"] is not None and (not isinstance(data["image_root"], str) or not data["image_root"].strip()):
+        raise RecipeError(f"must be a folder path or null, got {data['image_root']!r}", "data.image_root")
+    if data["source"] in IMAGE_TEXT_SOURCES and data.get("crops") not in (None, False):
+        raise RecipeError(f"crops are for image sources; {data['source']!r} gives whole images with their reports", "data.crops")
 
 
 def dump_recipe(recipe: dict, path: str | Path) -> None:

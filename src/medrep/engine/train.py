@@ -17,9 +17,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from ..data import build_dataset, collate
+from ..data.image_text_dataset import ImageTextDataset, collate_image_text
 from ..errors import MedrepError, RecipeError
-from ..methods import build_method
-from ..recipe import dump_recipe
+from ..methods import build_method, get_method
+from ..recipe import IMAGE_TEXT_SOURCES, dump_recipe
 from .export import export_encoder
 from .module import MethodModule
 
@@ -34,9 +35,11 @@ def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, d
     if len(dataset) < data["batch_size"] and drop_last:
         raise RecipeError(f"is larger than the data set ({len(dataset)} samples)", "data.batch_size")
     workers = data["num_workers"]
+    # image-report batches keep their texts as strings: the method tokenises them
+    collate_fn = collate_image_text if isinstance(dataset, ImageTextDataset) else collate
     return DataLoader(
         dataset, batch_size=data["batch_size"], shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-        collate_fn=collate, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -76,25 +79,48 @@ def last_checkpoint(run_dir: Path) -> Path:
     return path
 
 
+def _write_skipped(dataset, run_dir: Path) -> None:
+    """``skipped.txt``: unreadable image files (``path<TAB>why``) or, for an image-report reader,
+    one line per reason (``reason<TAB>count<TAB>example ids``), since readers count bad studies
+    and keep a few examples rather than listing them all."""
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        log.warning("skipped %d unreadable files (data.skip_bad=true); see %s", len(skipped), run_dir / "skipped.txt")
+        (run_dir / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+    report = getattr(dataset, "reader_report", None) or {}
+    counts, examples = report.get("skipped", {}), report.get("examples", {})
+    if counts:
+        log.warning("skipped %d studies (data.skip_bad=true): %s; see %s", sum(counts.values()),
+                    ", ".join(f"{n} {why}" for why, n in counts.items()), run_dir / "skipped.txt")
+        (run_dir / "skipped.txt").write_text("".join(f"{why}\t{n}\t{', '.join(examples.get(why, []))}\n" for why, n in counts.items()))
+
+
 def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = None) -> Path:
     """Train ``recipe``'s method; return the run folder. ``resume`` continues from its last checkpoint."""
     t = recipe["trainer"]
     run_dir = Path(t["output_dir"])
     ckpt = last_checkpoint(run_dir) if resume else None
     pl.seed_everything(t["seed"], workers=True, verbose=False)
+    name = recipe["method"]["name"]
+    if getattr(get_method(name), "needs_text", False) and recipe["data"]["source"] not in IMAGE_TEXT_SOURCES:
+        raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(IMAGE_TEXT_SOURCES)}, "
+                          f"not {recipe['data']['source']!r}", "data.source")
     method = build_method(recipe)
     loader = build_loader(recipe)
     trainer = build_trainer(recipe, run_dir, extra_callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / "recipe.yaml")
-    skipped = getattr(loader.dataset, "skipped", [])
-    if skipped and trainer.is_global_zero:
-        log.warning("skipped %d unreadable files (data.skip_bad=true); see %s", len(skipped), run_dir / "skipped.txt")
-        (run_dir / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+    if trainer.is_global_zero:
+        _write_skipped(loader.dataset, run_dir)
     module = MethodModule(method, recipe["optim"])
     # Our own checkpoints hold only tensors and plain containers, so they load without unpickling code.
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
+    if not trainer.interrupted:
+        # ModelCheckpoint refreshes last.ckpt only with a step checkpoint, so when max_steps is not a
+        # multiple of checkpoint_every_n_steps it would lag the exported encoder, and load_method
+        # (the whole model, e.g. ConVIRT's text tower) or --resume would get older weights.
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # every rank: the strategy decides who writes
     if trainer.is_global_zero:
         export_encoder(method.encoder, run_dir / "encoder", recipe)
     return run_dir

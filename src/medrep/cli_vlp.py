@@ -1,0 +1,180 @@
+"""``medrep evaluate retrieval`` and ``medrep evaluate zeroshot``: vision-language runs (encode_image and
+encode_text) scored on image-report retrieval and on naming classes in text. Wired into :mod:`medrep.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import MedrepError
+
+EPILOG_RETRIEVAL = """examples:
+  medrep evaluate retrieval --run runs/convirt_medpix --data medpix2 --split dev --out retrieval.json
+  medrep evaluate retrieval --run runs/convirt_iu --data iu_xray --image-root iu/images --split test --level case
+  medrep evaluate retrieval --run runs/a --data pairs.jsonl --split test --ks 1 5 10 50
+Images are prepared as the run's recipe prepares them. Level image: each image is a query, its report the match.
+Level case: images pooled per case (MedPix: the U_id case; otherwise the study) and the case's distinct texts pooled.
+Identical texts are one candidate. Ties count against the query. Recall is a fraction (0-1)."""
+
+EPILOG_ZEROSHOT = """examples:
+  medrep evaluate zeroshot --run runs/convirt_medpix --target modality --out zs_modality.json
+  medrep evaluate zeroshot --run runs/convirt_medpix --target plane --classes Axial Coronal Sagittal
+  medrep evaluate zeroshot --run runs/a --target region --templates "{}" "an image of the {}"
+Each class name (CT -> "computed tomography (CT)", MR -> "magnetic resonance (MR)", others as given) fills
+every template; the class embedding is the mean of its prompts' embeddings. The linear probe is fitted on
+--train-split with all its labels and scored on --split, on the same image embeddings."""
+
+
+def _common(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--run", required=True, help="a vision-language run folder (recipe.yaml + checkpoints/last.ckpt)")
+    t.add_argument("--root", help="MedPix 2.0 folder (default: $MEDREP_DATA/medpix2)")
+    t.add_argument("--split", default=None, help="split to score (default: dev for medpix2, else test)")
+    t.add_argument("--size", type=int, nargs="+", help="resize images to this size (default: the run's data.size)")
+    t.add_argument("--batch-size", type=int, default=32, help="studies per batch (default 32)")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    t.add_argument("--out", help="write the result JSON here")
+
+
+def add_retrieval_task(tasks) -> None:
+    t = tasks.add_parser("retrieval", help="image-report retrieval: Recall@K and median rank, both directions",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_RETRIEVAL)
+    _common(t)
+    t.add_argument("--data", help="medpix2, iu_xray, or an image-text manifest (.csv/.jsonl; default: the run's own data)")
+    t.add_argument("--field", default="caption", help="medpix2 text: caption (per image), findings, history, diagnosis ...")
+    t.add_argument("--annotation", help="iu_xray: R2Gen annotation.json (default: $MEDREP_DATA/iu_xray/annotation.json)")
+    t.add_argument("--image-root", help="iu_xray: folder the annotation's image paths are relative to")
+    t.add_argument("--level", choices=["image", "case", "both"], default="both", help="granularity (default both)")
+    t.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="K of Recall@K (default 1 5 10)")
+    t.add_argument("--skip-bad", action="store_true", help="leave out (and count) studies without text or images")
+
+
+def add_zeroshot_task(tasks) -> None:
+    t = tasks.add_parser("zeroshot", help="zero-shot classification from class prompts, beside a linear probe",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_ZEROSHOT)
+    _common(t)
+    t.add_argument("--data", default="medpix2", help="medpix2 (default) or an image-text manifest with a label column")
+    t.add_argument("--target", choices=["location", "modality", "plane", "region"], help="medpix2 label (modality: CT/MR, plane, region); "
+                                                             "picks the default templates")
+    t.add_argument("--classes", nargs="+", help="classes to score (default: all; plane: Axial Coronal Sagittal)")
+    t.add_argument("--templates", nargs="+", help="prompt templates, each with one {} (default: the target's list)")
+    t.add_argument("--train-split", default="train", help="split the linear probe is fitted on (default train)")
+    t.add_argument("--min-count", type=int, default=5, help="medpix2: drop classes with fewer training images (default 5)")
+    t.add_argument("--temperature", type=float, default=0.1, help="softmax temperature of the AUROC scores (default 0.1)")
+    t.add_argument("--no-probe", action="store_true", help="zero-shot only")
+
+
+def _data_root(given: str | None, name: str, option: str) -> str:
+    if given:
+        return given
+    if not os.environ.get("MEDREP_DATA"):
+        raise MedrepError("not given and $MEDREP_DATA is not set", option)
+    return str(Path(os.environ["MEDREP_DATA"]) / name)
+
+
+def _load_run(run: str) -> tuple[Any, dict]:
+    """The run's method, checked to embed images and text, and its recipe's data section."""
+    from .evaluate.registration import load_method
+    from .evaluate.retrieval import check_vlp, run_data_config
+
+    cfg = run_data_config(run)  # refuses a folder without recipe.yaml, naming --run
+    method = load_method(run)
+    check_vlp(method, "--run")
+    return method, cfg
+
+
+def _pairs(args, cfg: dict) -> tuple[list, dict, str]:
+    """(rows, what was read, case_by) for --data, or for the run's own image-text data without it."""
+    from .data.image_text import read_image_text_manifest
+    from .data.image_text_sources import iu_xray_pairs, medpix2_pairs
+
+    data, annotation, image_root = args.data, args.annotation, args.image_root
+    if data is None:
+        source = cfg.get("source")
+        if source not in ("medpix2", "iu_xray", "image_text"):
+            raise MedrepError(f"the run was trained on {source!r} data, not image-text pairs: give the pairs", "--data")
+        data = "medpix2" if source == "medpix2" else ("iu_xray" if source == "iu_xray" else cfg["path"])
+        args.root = args.root or (cfg["path"] if source == "medpix2" else None)
+        annotation = annotation or (cfg["path"] if source == "iu_xray" else None)
+        image_root = image_root or cfg.get("image_root")
+    if data == "medpix2":
+        rows, info = medpix2_pairs(_data_root(args.root, "medpix2", "--root"), args.field, args.skip_bad)
+        return rows, info, "patient"
+    if data == "iu_xray":
+        annotation = _data_root(annotation, "iu_xray/annotation.json", "--annotation")
+        if image_root is None:
+            raise MedrepError("iu_xray needs the folder of its images (not shipped with the annotation)", "--image-root")
+        rows, info = iu_xray_pairs(annotation, image_root, args.skip_bad)
+        return rows, info, "study"
+    return read_image_text_manifest(data), {"dataset": "manifest", "path": str(data)}, "study"
+
+
+def _in_split(rows: list, split: str) -> list:
+    chosen = [r for r in rows if r.split == split]
+    if not chosen:
+        raise MedrepError(f"no study in split {split!r}; splits: {', '.join(sorted({str(r.split) for r in rows}))}", "--split")
+    return chosen
+
+
+def _finish(result: dict, out: str | None) -> int:
+    from .evaluate.report import write_json
+
+    if out:
+        write_json(out, result)
+        print(f"written: {out}")
+    return 0
+
+
+def cmd_retrieval(args) -> int:
+    from .evaluate.report import format_table
+    from .evaluate.retrieval import evaluate_retrieval, run_data_config
+
+    if min(args.ks) < 1:
+        raise MedrepError(f"must be positive, got {args.ks}", "--ks")
+    method, cfg = _load_run(args.run)
+    if args.size:
+        cfg = run_data_config(args.run, args.size)
+    rows, info, case_by = _pairs(args, cfg)
+    split = args.split or ("dev" if info.get("dataset") == "medpix2" else "test")
+    levels = ("image", "case") if args.level == "both" else (args.level,)
+    result = evaluate_retrieval(method, _in_split(rows, split), cfg, args.batch_size, args.device, levels, args.ks, case_by)
+    table = [{"level": lv, "direction": d.replace("_", " "), **result[lv][d]}
+             for lv in levels for d in ("image_to_text", "text_to_image")]
+    print(f"{info.get('dataset')} {split}: {result['n_rows']} studies, {result['n_images']} images, "
+          f"{result['n_distinct_texts']} distinct texts; case = {case_by}")
+    print(format_table(table, ["level", "direction", "n_queries", *[f"recall@{k}" for k in args.ks], "median_rank"]))
+    return _finish(result | {"run": str(args.run), "data": info, "split": split, "preprocess": cfg}, args.out)
+
+
+def cmd_zeroshot(args) -> int:
+    from .data.image_text import read_image_text_manifest
+    from .evaluate.report import format_table
+    from .evaluate.retrieval import run_data_config
+    from .evaluate.zeroshot import DEFAULT_CLASSES, GENERIC_TEMPLATES, PHRASES, TEMPLATES, check_templates, evaluate_zeroshot, medpix_rows
+
+    templates = check_templates(args.templates or TEMPLATES.get(args.target, GENERIC_TEMPLATES))
+    if args.data == "medpix2" and args.target is None:
+        raise MedrepError("needed with --data medpix2: modality, plane, region or location", "--target")
+    method, cfg = _load_run(args.run)
+    if args.size:
+        cfg = run_data_config(args.run, args.size)
+    if args.data == "medpix2":
+        rows, info = medpix_rows(_data_root(args.root, "medpix2", "--root"), args.target, args.min_count)
+    else:
+        rows, info = read_image_text_manifest(args.data), {"dataset": "manifest", "path": str(args.data)}
+    present = sorted({str(r.label) for r in rows if r.label is not None})
+    classes = args.classes or [c for c in DEFAULT_CLASSES.get(args.target, present) if c in present]
+    unknown = sorted(set(classes) - set(present))
+    if unknown:
+        raise MedrepError(f"classes {unknown} have no images; present: {', '.join(present)}", "--classes")
+    split = args.split or "dev"
+    result = evaluate_zeroshot(method, rows, cfg, classes, templates, PHRASES.get(args.target), args.train_split, split,
+                               args.temperature, args.batch_size, args.device, probe=not args.no_probe)
+    zs = result["zeroshot"]
+    print(f"{args.target or 'label'} on {split}: {zs['n']} images, classes {', '.join(classes)}; {len(templates)} templates, "
+          f"{result['left_out'].get(split, 0)} {split} images of other classes left out")
+    print(format_table([{"class": c, **v} for c, v in zs["per_class"].items()], ["class", "n", "recall", "auroc"]))
+    print(result["table"])
+    return _finish(result | {"run": str(args.run), "data": info, "target": args.target, "templates": templates,
+                             "preprocess": cfg}, args.out)
