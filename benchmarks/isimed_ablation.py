@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/isimed_ablation")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reuse", action="store_true", help="load variants finished earlier under --out")
+    parser.add_argument("--baseline-from", help="ssl_quality.py's --out: take the recipe row from its ISImed run (same budget and seed)")
     parser.add_argument("--readme-only", action="store_true")
     args = parser.parse_args()
     if args.readme_only:
@@ -70,6 +71,14 @@ def main() -> None:
         if args.reuse and record.is_file():
             rows.append(json.loads(record.read_text()))
             continue
+        main_record = Path(args.baseline_from or "") / args.task / "isimed" / f"seed{args.seed}" / "quality.json"
+        if not extra and args.baseline_from and main_record.is_file():  # the recipe row is ssl_quality.py's own ISImed run
+            rec = json.loads(main_record.read_text())
+            row = {"variant": name, "overrides": [], "steps": args.steps, "pretrain_minutes": rec["pretrain_minutes"],
+                   **rec["metrics"], "from": str(main_record)}
+            write_json(record, row)
+            rows.append(row)
+            continue
         steps = args.steps * (3 if "x3" in extra else 1)
         overrides = tuple(e for e in extra if e != "x3")
         recipe = q.recipe_for(args.task, "isimed", args.seed, steps, out / args.task / f"variant{i}", overrides)
@@ -81,7 +90,7 @@ def main() -> None:
         write_json(record, row)
         rows.append(row)
         print(row, flush=True)
-    columns = ["variant", "steps"] + [k for k in rows[0] if k not in ("variant", "overrides", "steps", "pretrain_minutes")]
+    columns = ["variant", "steps"] + [k for k in rows[0] if k not in ("variant", "overrides", "steps", "pretrain_minutes", "from")]
     print(format_table(rows, columns))
     write_json(ROOT / "benchmarks" / "results" / f"isimed_ablation_{args.task}.json",
                {"task": args.task, "seed": args.seed, "steps": args.steps, "rows": rows, "columns": columns})
