@@ -36,7 +36,7 @@ import medrep
 from medrep.demo import probe_encoder
 from medrep.engine import pretrain
 from medrep.evaluate.distance import distance_eval
-from medrep.evaluate.frozen import data_config, run_probes, split_features
+from medrep.evaluate.frozen import data_config, run_probes
 from medrep.evaluate.regions import region_probe
 from medrep.evaluate.report import format_table, write_json
 from medrep.recipe import load_recipe
@@ -138,6 +138,24 @@ def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
             "distance_head_ct": {k: ct[k] for k in ("spearman_rho", "pearson_r", "n_pairs")}}
 
 
+_IMAGES: dict[tuple, torch.Tensor] = {}
+
+
+@torch.no_grad()
+def embed_cached(encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256) -> np.ndarray:
+    """Frozen features of a split whose prepared images are decoded once per process: every row of
+    the table reads the same 1,850 PNGs, and decoding them dominated the probe's time."""
+    from medrep.data import build_dataset
+
+    key = (data["path"], split, str(data.get("size")))
+    if key not in _IMAGES:
+        dataset = build_dataset(data, split=split)
+        _IMAGES[key] = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    images = _IMAGES[key]
+    encoder = encoder.eval()
+    return torch.cat([encoder(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).flatten(1).numpy()
+
+
 def medpix_probes(encoder: torch.nn.Module, manifests: dict[str, Path]) -> dict:
     """Features of every image once (the region manifest lists them all), then one probe per target
     on the rows its manifest keeps, labelled from that manifest."""
@@ -145,7 +163,7 @@ def medpix_probes(encoder: torch.nn.Module, manifests: dict[str, Path]) -> dict:
     data.update(intensity="percentile", percentiles=[5.0, 95.0], spatial_dims=2)
     feats, paths = {}, {}
     for split in ("train", "dev"):
-        feats[split] = split_features(encoder, data, split)[0]
+        feats[split] = embed_cached(encoder, data, split)
         paths[split] = [r["path"] for r in csv.DictReader(open(manifests["region"])) if r["split"] == split]
         assert len(paths[split]) == len(feats[split])
     result = {}
