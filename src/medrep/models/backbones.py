@@ -1,5 +1,8 @@
 """Image encoders on MONAI networks, 2D or 3D, each mapping ``(B, C, *spatial)`` to ``(B, out_dim)``.
 
+ResNets, the ViT and DenseNet-121 also give their sub-region features (``Backbone.local``, or both
+at once with ``Backbone.forward_with_local``) for the word-region losses of GLoRIA and MGCA.
+
 Every backbone keeps the keyword arguments it was built with in ``config`` so that an exported
 encoder can be rebuilt from a JSON file (no pickled code) by :func:`build_backbone`.
 """
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.networks import nets
 from torch import nn
 
@@ -27,26 +31,70 @@ def register_backbone(name: str):
     return wrap
 
 
-class Backbone(nn.Module):
-    """A network that returns one feature vector per input; ``config`` rebuilds it."""
+#: ``(net, x) -> (pooled (B, out_dim), local (B, N, local_dim))`` in one pass through ``net``
+LocalFeatures = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-    def __init__(self, net: nn.Module, out_dim: int, config: dict[str, Any]):
+
+class Backbone(nn.Module):
+    """A network that returns one feature vector per input; ``config`` rebuilds it.
+
+    ``local_features`` (when the network has a sub-region map) splits one forward pass into the
+    pooled vector and the map flattened over space; ``local_dim`` is the map's channel count
+    (None: no local features).
+    """
+
+    def __init__(self, net: nn.Module, out_dim: int, config: dict[str, Any], local_features: LocalFeatures | None = None):
         super().__init__()
         self.net = net
         self.out_dim = out_dim
         self.config = config
+        self._local_features = local_features
+        self.local_dim: int | None = out_dim if local_features is not None else None
 
     @property
     def spatial_dims(self) -> int:
         return int(self.config["spatial_dims"])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _check(self, x: torch.Tensor) -> None:
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(
                 f"{self.config['name']} built for spatial_dims={self.spatial_dims} expects a "
                 f"{self.spatial_dims + 2}-D batch (B, C, *spatial), got shape {tuple(x.shape)}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         return self.net(x)
+
+    def forward_with_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, out_dim)`` as :meth:`forward` and ``(B, N, local_dim)`` sub-region features, in one pass.
+
+        ResNet: the last stage's map before global pooling, ``N = h*w`` (``h*w*d`` in 3D), in
+        row-major order of the map; ViT: the patch tokens after the final norm ([CLS] excluded);
+        DenseNet-121: the last (normalised, ReLU'd) feature map, as pooled by its head.
+        """
+        if self._local_features is None:
+            raise RecipeError(f"{self.config['name']} has no sub-region features; use a resnet, vit or densenet121", "model.name")
+        self._check(x)
+        return self._local_features(self.net, x)
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, local_dim)`` sub-region features (see :meth:`forward_with_local`)."""
+        return self.forward_with_local(x)[1]
+
+
+def _flat(fmap: torch.Tensor) -> torch.Tensor:
+    """``(B, C, *spatial)`` -> ``(B, N, C)``."""
+    return fmap.flatten(2).transpose(1, 2)
+
+
+def _resnet_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI ``ResNet.forward`` (monai/networks/nets/resnet.py) split before its average pool."""
+    x = net.act(net.bn1(net.conv1(x)))
+    if not net.no_max_pool:
+        x = net.maxpool(x)
+    fmap = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return net.avgpool(fmap).flatten(1), _flat(fmap)
 
 
 def _resnet(depth: int):
@@ -68,7 +116,7 @@ def _resnet(depth: int):
         out_dim = int((512 if depth < 50 else 2048) * widen_factor)
         config = dict(name=f"resnet{depth}", spatial_dims=spatial_dims, in_channels=in_channels, conv1_t_size=conv1_t_size,
                       conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool, widen_factor=widen_factor)
-        return Backbone(net, out_dim, config)
+        return Backbone(net, out_dim, config, _resnet_local)
 
     return build
 
@@ -88,6 +136,14 @@ class _ViTFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.vit(x)
         return out
+
+
+def _vit_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] and patch tokens after the final norm. MONAI's ViT returns the normed [CLS] and the
+    blocks' un-normed outputs; LayerNorm acts per token, so norming the last block's patch tokens
+    gives exactly the patch tokens of the normed sequence, without a second pass."""
+    cls, hidden = net.vit(x)
+    return cls, net.vit.norm(hidden[-1][:, 1:])
 
 
 @register_backbone("vit")
@@ -110,7 +166,7 @@ def vit(
     )
     config = dict(name="vit", spatial_dims=spatial_dims, in_channels=in_channels, img_size=img_size, patch_size=patch_size,
                   hidden_size=hidden_size, mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate)
-    return Backbone(_ViTFeatures(net), hidden_size, config)
+    return Backbone(_ViTFeatures(net), hidden_size, config, _vit_local)
 
 
 @register_backbone("densenet121")
@@ -118,7 +174,14 @@ def densenet121(spatial_dims: int = 3, in_channels: int = 1) -> Backbone:
     """MONAI DenseNet-121 with global pooling, 1024-d (ISImed's default encoder)."""
     net = nets.DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1)
     net.class_layers.out = nn.Identity()
-    return Backbone(net, 1024, dict(name="densenet121", spatial_dims=spatial_dims, in_channels=in_channels))
+    return Backbone(net, 1024, dict(name="densenet121", spatial_dims=spatial_dims, in_channels=in_channels), _densenet_local)
+
+
+def _densenet_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI ``DenseNet.forward`` split: the map after ``class_layers.relu`` (not in place), pooled by the head."""
+    fmap = F.relu(net.features(x))
+    head = net.class_layers
+    return head.out(head.flatten(head.pool(fmap))), _flat(fmap)
 
 
 def build_backbone(config: dict[str, Any]) -> Backbone:

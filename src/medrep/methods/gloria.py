@@ -1,0 +1,176 @@
+"""GLoRIA (Huang et al. 2021): ConVIRT's global image-report loss plus a local one that matches every
+word of a report with an attention-weighted mix of the image's sub-regions.
+
+Built on :class:`~medrep.methods.convirt.ConVIRT` (same text tower, global heads, options and
+``encode_image``/``encode_text`` for retrieval and zero-shot); adds the region and word
+projections and :func:`medrep.losses.gloria_local_loss`. Official code followed:
+``marshuang80/gloria`` ``gloria/models/gloria_model.py`` (``calc_loss``, ``_calc_local_loss``),
+``gloria/models/vision_model.py`` (``ImageEncoder``: ``global_embedder``, ``local_embedder``,
+``resnet_forward``), ``gloria/models/text_model.py`` (``BertEncoder.aggregate_tokens``) and
+``configs/pretrain/chexpert_gloria_pretrain_config.yaml``.
+
+The word helpers here (:func:`word_pooling`, :func:`text_features`) are shared with MGCA.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError, RecipeError
+from ..losses import clip_loss, gloria_local_loss
+from ..losses.vlp_global import MAX_LOGIT_SCALE
+from ..models import Backbone
+from ..models.text import TextEncoder, WordSpan
+from .convirt import ConVIRT
+from .registry import register_method
+
+LOCAL_AGGREGATIONS = ("sum", "mean")
+
+
+def positive_number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise RecipeError(f"must be a positive number, got {value!r}", where)
+    return float(value)
+
+
+def weight(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise RecipeError(f"must be a number >= 0, got {value!r}", where)
+    return float(value)
+
+
+def choice(value, options: Sequence[str], where: str) -> str:
+    if value not in options:
+        raise RecipeError(f"must be one of {', '.join(options)}, got {value!r}", where)
+    return value
+
+
+def word_pooling(spans: list[list[WordSpan]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, W, T)`` averaging matrix from tokens to words and the ``(B, W)`` word mask.
+
+    Row ``[b, w]`` holds ``1/n`` on the ``n`` sub-word tokens of word ``w`` of text ``b``
+    (:meth:`TextEncoder.word_spans`: special tokens belong to no word), so ``matrix @ tokens``
+    is each word's mean token; ``W`` is the most words of any text, shorter texts are padded
+    (zero rows, mask False). ``matrix > 0`` sums instead (MGCA's word attention).
+    """
+    if any(not words for words in spans):
+        raise DataError("a text has no word left within max_length tokens", "method.max_length")
+    b_idx, w_idx, t_idx, values = [], [], [], []
+    for b, words in enumerate(spans):
+        for w, span in enumerate(words):
+            b_idx += [b] * len(span.tokens)
+            w_idx += [w] * len(span.tokens)
+            t_idx += list(span.tokens)
+            values += [1.0 / len(span.tokens)] * len(span.tokens)
+    matrix = torch.zeros(len(spans), max(len(words) for words in spans), length)
+    matrix[b_idx, w_idx, t_idx] = torch.tensor(values)
+    mask = torch.zeros(matrix.shape[:2], dtype=torch.bool)
+    mask[b_idx, w_idx] = True
+    return matrix, mask
+
+
+def text_features(encoder: TextEncoder, texts: list[str]) -> dict[str, torch.Tensor]:
+    """One pass of the text tower: its ``tokens``, ``mask``, ``sentence`` plus ``words`` ``(B, W, D)``
+    (mean of each word's sub-word tokens), ``word_mask`` ``(B, W)`` and the pooling ``matrix``."""
+    out = encoder(texts)
+    matrix, word_mask = word_pooling(encoder.word_spans(texts), out["tokens"].shape[1])
+    matrix = matrix.to(out["tokens"])
+    return {**out, "words": matrix @ out["tokens"], "word_mask": word_mask.to(out["tokens"].device), "matrix": matrix}
+
+
+@torch.no_grad()
+def i2t_accuracy(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    """Top-1 report of each image within the local batch."""
+    sim = F.normalize(img.float(), dim=1) @ F.normalize(txt.float(), dim=1).T
+    return (sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean()
+
+
+def require_text(batch: dict, name: str) -> None:
+    if "text" not in batch:
+        raise DataError(f"{name} needs image-report batches (a 'text' per image); use an image-text data.source", "data.source")
+
+
+@register_method("gloria")
+class GLoRIA(ConVIRT):
+    """Global + local image-report contrastive pretraining; defaults follow GLoRIA's pretraining config.
+
+    Decisions:
+
+    - global loss: :func:`medrep.losses.clip_loss` (gathered) on the heads of ConVIRT,
+      ``proj_layers`` 1 (GLoRIA's ``global_embedder`` is one linear layer; its text side has
+      none, ours a linear head too), cosine x 10: ``temperature`` 0.1, ``learn_temperature``
+      false (GLoRIA's ``temp3``; true learns it from there, a 0-d parameter).
+    - local loss: :func:`medrep.losses.gloria_local_loss` with ``temp_attention`` 4,
+      ``temp_similarity`` 5, ``temp_local`` 10 (GLoRIA's temp1/2/3) and ``local_agg`` sum.
+      Regions: the encoder's last feature map (:meth:`Backbone.forward_with_local`, one pass),
+      projected to ``embed_dim`` by a bias-free linear layer (GLoRIA's 1x1 ``local_embedder``).
+      GLoRIA takes ResNet-50's ``layer3`` (19x19 at 299 px), we the last stage (4x4 for the
+      ResNet-18 recipe at 128 px): coarser regions, no extra tap into the network.
+    - words: sub-word tokens averaged into words (:func:`word_pooling`), special tokens
+      excluded, then a linear projection to ``embed_dim``. GLoRIA sums the pieces and the last
+      4 BERT layers and keeps [SEP] among the words (``cap_lens`` + 1); we take the last layer
+      of the shared text tower and a mean, so long words do not get larger vectors.
+    - ``loss = global + local_weight * local``, GLoRIA's weights 1 and 1; its ``calc_loss``
+      sums both directions of each loss where ours average them, so the ratio is the same.
+    - logged: ``loss_global``, ``loss_local``, ``i2t_acc``, ``logit_scale``.
+    """
+
+    needs_text: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        encoder: Backbone,
+        augment: nn.Module | None = None,
+        embed_dim: int = 768,
+        proj_hidden_dim: int = 512,
+        proj_layers: int = 1,
+        text_model: str | None = None,
+        text_trainable_layers: int | str = 2,
+        text_pooling: str = "mean",
+        max_length: int = 128,
+        temperature: float = 0.1,
+        learn_temperature: bool = False,
+        gather: bool = True,
+        text_sampling: str = "report",
+        local_weight: float = 1.0,
+        temp_attention: float = 4.0,
+        temp_similarity: float = 5.0,
+        temp_local: float = 10.0,
+        local_agg: str = "sum",
+    ):
+        super().__init__(encoder, augment, embed_dim, proj_hidden_dim, proj_layers, text_model, text_trainable_layers, text_pooling,
+                         max_length, temperature, learn_temperature, 0.5, gather, text_sampling)
+        self.local_weight = weight(local_weight, "method.local_weight")
+        self.temps = tuple(positive_number(v, f"method.{k}") for k, v in
+                           (("temp_attention", temp_attention), ("temp_similarity", temp_similarity), ("temp_local", temp_local)))
+        self.local_agg = choice(local_agg, LOCAL_AGGREGATIONS, "method.local_agg")
+        if encoder.local_dim is None:
+            raise RecipeError(f"gloria needs sub-region features, which {encoder.config['name']} lacks; use a resnet, vit or densenet121",
+                              "model.name")
+        self.region_projector = nn.Linear(encoder.local_dim, embed_dim, bias=False)
+        self.word_projector = nn.Linear(self.text_encoder.out_dim, embed_dim, bias=False)
+
+    def _texts(self, batch: dict) -> list[str]:
+        require_text(batch, self.name)
+        return super()._texts(batch)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        texts = self._texts(batch)
+        (images,) = self.views(batch["image"], n=1)
+        pooled, regions = self.encoder.forward_with_local(images)
+        text = text_features(self.text_encoder, texts)
+        img = self.image_projector(pooled)
+        txt = self.text_projector(text["sentence"])
+        loss_global = clip_loss(img, txt, self.logit_scale, gather=self.gather)
+        loss_local = gloria_local_loss(self.word_projector(text["words"]), text["word_mask"], self.region_projector(regions),
+                                       *self.temps, gather=self.gather, agg=self.local_agg)
+        loss = loss_global + self.local_weight * loss_local
+        scale = self.logit_scale.detach().float().exp().clamp(max=MAX_LOGIT_SCALE)
+        return {"loss": loss, "loss_global": loss_global.detach(), "loss_local": loss_local.detach(),
+                "i2t_acc": i2t_accuracy(img, txt), "logit_scale": scale}
