@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from readme_section import write_section
 
 from medrep.engine import pretrain
 from medrep.evaluate.report import format_table, write_json
 from medrep.recipe import load_recipe, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- cover-dense:start -->", "<!-- cover-dense:end -->"
 CHANNELS = [16, 32, 64, 128, 256]
 CONFIGS = ROOT / "src" / "medrep" / "configs"
 
@@ -181,18 +181,13 @@ def main() -> None:
 
 
 def update_readme() -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if START not in body or END not in body:
-        return
     parts = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("cover_dense_*.json")):
         r = json.loads(path.read_text())
         head = (f"Colin27 lobes, 2D, seeds {r['seeds']} (fine-tuning), {r['pretrain_steps']} pretraining / {r['finetune_steps']} "
                 f"fine-tuning steps, U-Net {r['channels']}" if r["part"] == "dice" else "COVER 3D training step (cover_3d_colin27)")
         parts.append(f"**{head}**, from `{path.relative_to(ROOT)}`:\n\n" + format_table(r["rows"], r["columns"], markdown=True))
-    start, rest = body.split(START, 1)
-    readme.write_text(f"{start}{START}\n" + "\n\n".join(parts) + f"\n{END}{rest.split(END, 1)[1]}")
+    write_section("cover-dense", "\n\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import ssl_quality as q
 import torch
+from readme_section import write_section
 
 import medrep
 from medrep.engine import pretrain
 from medrep.evaluate.report import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- isimed-ablation:start -->", "<!-- isimed-ablation:end -->"
 VARIANTS = {
     "colin27": {
         "recipe (scale 10, 16 crops, lr 1e-3)": [],
@@ -98,17 +98,12 @@ def main() -> None:
 
 
 def update_readme() -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if START not in body or END not in body:
-        return
     parts = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("isimed_ablation_*.json")):
         r = json.loads(path.read_text())
         parts.append(f"**{r['task']}**, seed {r['seed']}, from `{path.relative_to(ROOT)}`:\n\n"
                      + format_table(r["rows"], r["columns"], markdown=True))
-    head, rest = body.split(START, 1)
-    readme.write_text(f"{head}{START}\n" + "\n\n".join(parts) + f"\n{END}{rest.split(END, 1)[1]}")
+    write_section("isimed-ablation", "\n\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from readme_section import write_section
 
 import medrep
 from medrep.demo import probe_encoder
@@ -43,7 +44,6 @@ from medrep.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["simclr", "byol", "barlow_twins", "vicreg", "isimed"]
-START, END = "<!-- ssl-quality:start -->", "<!-- ssl-quality:end -->"
 # Cited, not measured: printed beside our PneumoniaMNIST rows for orientation.
 ANCHORS = ("Anchors (cited from MedMNIST v2, Yang et al. 2023, fully supervised on the PneumoniaMNIST test split, "
            "not measured here): ResNet-18 at 28 px AUC 0.944 / ACC 0.854; best listed ACC 0.946.")
@@ -266,10 +266,6 @@ def main() -> None:
 
 
 def update_readme() -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if START not in body or END not in body:
-        return
     parts = []
     for path in sorted((ROOT / "benchmarks" / "results").glob("ssl_quality_*.json")):
         r = json.loads(path.read_text())
@@ -278,8 +274,7 @@ def update_readme() -> None:
                      f"`{' '.join(r['budget'])}`. From `{path.relative_to(ROOT)}`.\n\n"
                      + format_table(r["table"], r["columns"], markdown=True)
                      + (f"\n\n{ANCHORS}" if r["task"] == "pneumonia" else ""))
-    head, rest = body.split(START, 1)
-    readme.write_text(f"{head}{START}\n" + "\n\n".join(parts) + f"\n{END}{rest.split(END, 1)[1]}")
+    write_section("ssl-quality", "\n\n".join(parts))
 
 
 if __name__ == "__main__":

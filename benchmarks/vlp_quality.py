@@ -73,6 +73,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from readme_section import write_section
 
 from medrep.evaluate.report import format_table, summarise, write_json
 from medrep.recipe import load_recipe, read_yaml
@@ -81,7 +82,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "medrep" / "configs"
 METHODS = ["convirt", "gloria", "mgca"]
 REFERENCES = ["random-init", "text-only"]
-START, END = "<!-- vlp-quality:start -->", "<!-- vlp-quality:end -->"
 SHARED_RECIPE = "convirt_medpix"
 # The convirt_medpix values every method shares, pinned so a change of that recipe shows up here.
 BUDGET = ["model.name=resnet18", "model.spatial_dims=2", "model.conv1_t_size=7", "model.conv1_t_stride=2", "data.source=medpix2",
@@ -461,10 +461,6 @@ def _budget_line(r: dict) -> str:
 
 
 def update_readme() -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if START not in body or END not in body:
-        return
     parts = []
     results = ROOT / "benchmarks" / "results"
     quality, cost = results / "vlp_quality.json", results / "vlp_quality_cost.json"
@@ -493,8 +489,7 @@ def update_readme() -> None:
                      f"not timed; the budget above), "
                      f"from `{cost.relative_to(ROOT)}`.{missing}\n\n"
                      + format_table(r["rows"], r["columns"], markdown=True, floatfmt=".2f"))
-    head, rest = body.split(START, 1)
-    readme.write_text(f"{head}{START}\n" + "\n\n".join(parts) + f"\n{END}{rest.split(END, 1)[1]}")
+    write_section("vlp-quality", "\n\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class ConVIRT(Method):
 
     def _texts(self, batch: dict) -> list[str]:
         if "text" not in batch:
-            raise DataError("convirt needs image-report batches (a 'text' per image); use an image-text data.source", "data.source")
+            raise DataError(f"{self.name} needs image-report batches (a 'text' per image); use an image-text data.source", "data.source")
         texts = list(batch["text"])
         if self.text_sampling == "sentence":
             for i, sentences in enumerate(batch.get("sentences") or [[]] * len(texts)):

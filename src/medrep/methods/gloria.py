@@ -91,11 +91,6 @@ def i2t_accuracy(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
     return (sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean()
 
 
-def require_text(batch: dict, name: str) -> None:
-    if "text" not in batch:
-        raise DataError(f"{name} needs image-report batches (a 'text' per image); use an image-text data.source", "data.source")
-
-
 @register_method("gloria")
 class GLoRIA(ConVIRT):
     """Global + local image-report contrastive pretraining; defaults follow GLoRIA's pretraining config.
@@ -155,10 +150,6 @@ class GLoRIA(ConVIRT):
                               "model.name")
         self.region_projector = nn.Linear(encoder.local_dim, embed_dim, bias=False)
         self.word_projector = nn.Linear(self.text_encoder.out_dim, embed_dim, bias=False)
-
-    def _texts(self, batch: dict) -> list[str]:
-        require_text(batch, self.name)
-        return super()._texts(batch)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         texts = self._texts(batch)

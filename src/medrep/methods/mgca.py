@@ -23,7 +23,7 @@ from ..losses import clip_loss, mgca_prototype_loss, mgca_token_loss, mgca_token
 from ..models import Backbone, MLPHead
 from ..models.text import _find_layers
 from .convirt import ConVIRT, _flag, _positive_int
-from .gloria import choice, i2t_accuracy, positive_number, require_text, text_features, weight
+from .gloria import choice, i2t_accuracy, positive_number, text_features, weight
 from .registry import register_method
 
 TOKEN_WEIGHTS = ("attention", "uniform")
@@ -171,10 +171,6 @@ class MGCA(ConVIRT):
         out = words.new_zeros(*mask.shape, self.embed_dim)
         out[mask] = self.word_projector(words[mask]).to(out.dtype)
         return out
-
-    def _texts(self, batch: dict) -> list[str]:
-        require_text(batch, self.name)
-        return super()._texts(batch)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         texts = self._texts(batch)
