@@ -75,7 +75,9 @@ def dice_part(args, out: Path) -> dict:
     folder = left_slices(out)
     task = colin27_lobes(spatial_dims=2)
     encoders = {}
-    for method in ("cover", "simclr"):
+    # scratch borrows the COVER run's encoder files for its architecture only (random_init=True)
+    needed = {"cover"} | ({"simclr"} if "simclr" in args.encoders else set())
+    for method in sorted(needed):
         run = out / method
         if not (args.reuse and (run / "encoder" / "encoder.json").is_file()):
             start = time.perf_counter()
@@ -83,8 +85,10 @@ def dice_part(args, out: Path) -> dict:
             print(f"pretrained {method}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
         encoders[method] = run
     rows, full = [], {}
-    for name, path, random_init in (("scratch", encoders["cover"], True), ("simclr", encoders["simclr"], False),
+    for name, path, random_init in (("scratch", encoders["cover"], True), ("simclr", encoders.get("simclr"), False),
                                     ("cover", encoders["cover"], False)):
+        if name not in args.encoders:
+            continue
         record = out / f"finetune_{name}.json"
         if args.reuse and record.is_file():
             result = json.loads(record.read_text())
@@ -155,6 +159,8 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps")
+    parser.add_argument("--encoders", nargs="+", choices=["scratch", "simclr", "cover"], default=["scratch", "simclr", "cover"],
+                        help="a subset lets several processes share the work (with --reuse); the table needs all three")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
@@ -176,6 +182,9 @@ def main() -> None:
         if args.part == "dice" and not os.environ.get("MEDREP_DATA"):
             raise SystemExit("set MEDREP_DATA to the data folder (volumes/)")
         result = dice_part(args, Path(args.out).resolve()) if args.part == "dice" else cost_part(args)
+        if args.part == "dice" and len(args.encoders) < 3:
+            print("a subset of encoders: records kept under --out; rerun with --reuse and all encoders for the table")
+            return
         write_json(ROOT / "benchmarks" / "results" / f"cover_dense_{args.part}.json", result)
     update_readme()
 

@@ -164,6 +164,10 @@ def vit(
         num_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate, spatial_dims=spatial_dims,
         classification=True, num_classes=1, post_activation=None, qkv_bias=True,
     )
+    for block in net.blocks:
+        # MONAI builds this norm even without cross-attention and never calls it; frozen, DDP skips it
+        # (otherwise every ViT run would need find_unused_parameters) and state-dict keys stay MONAI's
+        block.norm_cross_attn.requires_grad_(False)
     config = dict(name="vit", spatial_dims=spatial_dims, in_channels=in_channels, img_size=img_size, patch_size=patch_size,
                   hidden_size=hidden_size, mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate)
     return Backbone(_ViTFeatures(net), hidden_size, config, _vit_local)
