@@ -120,7 +120,8 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
         # ModelCheckpoint refreshes last.ckpt only with a step checkpoint, so when max_steps is not a
         # multiple of checkpoint_every_n_steps it would lag the exported encoder, and load_method
         # (the whole model, e.g. ConVIRT's text tower) or --resume would get older weights.
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # every rank: the strategy decides who writes
+        # every rank: the strategy decides who writes; optimiser state kept (weights_only=False) so resume works
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if trainer.is_global_zero:
         export_encoder(method.encoder, run_dir / "encoder", recipe)
     return run_dir
