@@ -40,18 +40,31 @@ CHANNELS = [16, 32, 64, 128, 256]
 CONFIGS = ROOT / "src" / "medrep" / "configs"
 
 
-def left_slices(out: Path) -> Path:
-    """The training hemisphere's sagittal slices as 8-bit PNGs: the unlabelled pretraining pool."""
+def hemisphere_slices(out: Path, part: str = "train") -> Path:
+    """One hemisphere's sagittal slices as 8-bit PNGs: ``train`` (left) is the unlabelled
+    pretraining pool; ``test`` (right, mirrored) feeds the registration diagnostic."""
     from PIL import Image
 
     from medrep.data.colin27_lobes import colin27_lobes
 
-    folder = out / "colin27_left_slices"
+    folder = out / f"colin27_{ {'train': 'left', 'test': 'right'}[part]}_slices"
     if not folder.is_dir() or not any(folder.iterdir()):
         folder.mkdir(parents=True, exist_ok=True)
-        for i, item in enumerate(colin27_lobes(spatial_dims=2).train):
+        for i, item in enumerate(getattr(colin27_lobes(spatial_dims=2), part)):
             Image.fromarray(np.round(np.clip(item.image.squeeze(), 0, 1) * 255).astype(np.uint8)).save(folder / f"slice{i:03d}.png")
     return folder
+
+
+def registration_part(run: Path, out: Path, n: int, seed: int = 0) -> dict:
+    """COVER's predicted field against the true one on test-hemisphere slices it never saw."""
+    from medrep.evaluate.registration import held_out_images, load_method, registration_eval
+
+    images = held_out_images(run, path=str(hemisphere_slices(out, "test")), source="folder", n=n)
+    plot = ROOT / "benchmarks" / "results" / "cover_dense_registration.png"
+    result = registration_eval(load_method(run).eval(), images, pairs_per_image=2, seed=seed, plot=plot)
+    result["plot"] = str(plot.relative_to(ROOT))
+    print(f"registration EPE {result['epe_mean']:.3f} px (no motion: {result['zero_flow_epe_mean']:.3f})", flush=True)
+    return result
 
 
 def pretrain_recipe(method: str, folder: Path, steps: int, out: Path) -> dict:
@@ -72,7 +85,7 @@ def dice_part(args, out: Path) -> dict:
     from medrep.data.colin27_lobes import colin27_lobes
     from medrep.evaluate.segment import segment_eval
 
-    folder = left_slices(out)
+    folder = hemisphere_slices(out, "train")
     task = colin27_lobes(spatial_dims=2)
     encoders = {}
     # scratch borrows the COVER run's encoder files for its architecture only (random_init=True)
@@ -103,9 +116,10 @@ def dice_part(args, out: Path) -> dict:
         print(result["table"], flush=True)
     columns = ["encoder", "fraction", "n_train", "mean Dice"]
     print(format_table(rows, columns))
-    return {"part": "dice", "rows": rows, "columns": columns, "seeds": args.seeds, "fractions": args.fractions,
-            "pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps, "channels": CHANNELS,
-            "task": task.info, "results": full}
+    registration = registration_part(encoders["cover"], out, n=args.registration_n) if "cover" in args.encoders else None
+    return {"part": "dice", "rows": rows, "columns": columns, "registration": registration, "seeds": args.seeds,
+            "fractions": args.fractions, "pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps,
+            "channels": CHANNELS, "task": task.info, "results": full}
 
 
 def cost_one(size: int, steps: int) -> dict:
@@ -159,6 +173,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps")
+    parser.add_argument("--registration-n", type=int, default=64, help="test-hemisphere slices for COVER's end-point error")
     parser.add_argument("--encoders", nargs="+", choices=["scratch", "simclr", "cover"], default=["scratch", "simclr", "cover"],
                         help="a subset lets several processes share the work (with --reuse); the table needs all three")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -196,6 +211,11 @@ def update_readme() -> None:
         head = (f"Colin27 lobes, 2D, seeds {r['seeds']} (fine-tuning), {r['pretrain_steps']} pretraining / {r['finetune_steps']} "
                 f"fine-tuning steps, U-Net {r['channels']}" if r["part"] == "dice" else "COVER 3D training step (cover_3d_colin27)")
         parts.append(f"**{head}**, from `{path.relative_to(ROOT)}`:\n\n" + format_table(r["rows"], r["columns"], markdown=True))
+        if r.get("registration"):
+            g = r["registration"]
+            parts.append(f"COVER's predicted displacement on {g['pairs']} pairs of test-hemisphere slices (never seen in "
+                         f"pretraining): end-point error {g['epe_mean']:.2f} ± {g['epe_std']:.2f} px against "
+                         f"{g['zero_flow_epe_mean']:.2f} px for predicting no motion (arrows: `{g['plot']}`).")
     write_section("cover-dense", "\n\n".join(parts))
 
 

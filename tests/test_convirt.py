@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from text_model import require_text_model
 
 from medrep.data import build_dataset
 from medrep.data.image_text_dataset import ImageTextDataset
 from medrep.engine import pretrain
 from medrep.engine.module import param_groups
 from medrep.engine.train import _write_skipped, build_loader
-from medrep.errors import DataError, MedrepError, RecipeError
+from medrep.errors import DataError, RecipeError
 from medrep.recipe import load_recipe
 
-pytest.importorskip("transformers")
-try:
-    from medrep.models.text import default_text_model
-
-    default_text_model()
-except MedrepError:
-    pytest.skip("the packaged MiniLM text model is not installed", allow_module_level=True)
+require_text_model()
 
 torch.set_num_threads(1)
 WORDS = ("bright", "dark")

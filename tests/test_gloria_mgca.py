@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from text_model import require_text_model
 
 from medrep.engine import pretrain
-from medrep.errors import MedrepError, RecipeError
+from medrep.errors import RecipeError
 from medrep.models import build_backbone
 from medrep.recipe import load_recipe
 
-pytest.importorskip("transformers")
-try:
-    from medrep.models.text import default_text_model
-
-    default_text_model()
-except MedrepError:
-    pytest.skip("the packaged MiniLM text model is not installed", allow_module_level=True)
+require_text_model()
 
 torch.set_num_threads(1)
 VIT = dict(name="vit", spatial_dims=2, img_size=32, patch_size=8, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2)

