@@ -163,7 +163,7 @@ def test_manifest_csv_relative_paths_labels_splits(tmp_path):
     (root / "m.csv").write_text(
         "path,label,split,report\n"
         "img/0.png,1,train,clear lungs\n"
-        "img/1.png,0,train,effusion\n"
+        'img/1.png,0,train,"effusion.\nIMPRESSION: small"\n'  # a quoted line break, as in real reports
         f"{root / 'img' / '2.png'},1,test,nodule\n"
         "img/3.png,,test,none\n"
     )
@@ -171,7 +171,7 @@ def test_manifest_csv_relative_paths_labels_splits(tmp_path):
     assert rows[0].path == str(root / "img" / "0.png") and rows[2].path == str(root / "img" / "2.png")
     assert [r.label for r in rows] == [1, 0, 1, None] and [r.split for r in rows] == ["train", "train", "test", "test"]
     train = ManifestDataset(root / "m.csv", split="train", fields=["report"])
-    assert len(train) == 2 and train[1]["label"].item() == 0 and train[1]["report"] == "effusion"
+    assert len(train) == 2 and train[1]["label"].item() == 0 and train[1]["report"] == "effusion.\nIMPRESSION: small"
     test = ManifestDataset(root / "m.csv", split="test")
     assert "label" not in test[1] and len(test) == 2
 

@@ -18,16 +18,13 @@ manifest's folder:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .manifest import CSV_SUFFIXES, JSONL_SUFFIXES, _blank, _label
+from .manifest import _blank, _label, table_records
 
 
 @dataclass(frozen=True)
@@ -73,44 +70,6 @@ def check_pairs(rows: Iterable[ImageTextRow], where: str | Path) -> list[ImageTe
     return rows
 
 
-def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(place, mapping) for every data row; CSV fields may hold line breaks inside quotes."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"manifest is not UTF-8 text ({exc})", path) from exc
-    except OSError as exc:
-        raise DataError(f"cannot read manifest ({exc.strerror or exc})", path) from exc
-    suffix, name = path.suffix.lower(), path.name.lower()
-    out: list[tuple[str, dict[str, Any]]] = []
-    if suffix in CSV_SUFFIXES:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=CSV_SUFFIXES[suffix])
-        try:
-            for record in reader:
-                clean = {(k or "").strip(): v for k, v in record.items() if k is not None}
-                out.append((f"row {len(out) + 1} (line {reader.line_num})", clean))
-        except csv.Error as exc:
-            raise DataError(f"line {reader.line_num}: malformed CSV ({exc})", path) from exc
-        columns = [(f or "").strip() for f in reader.fieldnames or []]
-        if reader.fieldnames is not None and not {"images", "path"} & set(columns):
-            raise DataError(f"no 'images' or 'path' column; columns: {', '.join(columns)}", path)
-    elif name.endswith(JSONL_SUFFIXES):
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            place = f"row {len(out) + 1} (line {line_no})"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{place}: not valid JSON ({exc.msg})", path) from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{place}: expected a JSON object", path)
-            out.append((place, record))
-    else:
-        raise DataError("unknown manifest format; use .csv, .tsv, .jsonl or .ndjson", path)
-    return out
-
-
 def _image_list(record: dict[str, Any], place: str, where: Path) -> list[str]:
     value = record.get("images", record.get("path"))
     if isinstance(value, str):
@@ -148,7 +107,8 @@ def read_image_text_manifest(path: str | Path) -> list[ImageTextRow]:
     if not path.is_file():
         raise DataError("no such manifest file" if not path.exists() else "not a file", path)
     rows = []
-    for index, (place, record) in enumerate(_records(path), start=1):
+    for index, line, record in table_records(path, key_columns=("images", "path")):
+        place = f"row {index} ({line})"
         report = record.get("report")
         if report is None:
             raise DataError(f"{place}: no 'report'", path)

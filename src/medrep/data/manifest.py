@@ -10,6 +10,7 @@ manifest's own folder, so a data set folder can be moved as a whole), an optiona
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -60,8 +61,12 @@ def _label(value: Any, where: str, row: int) -> int | str | None:
     raise DataError(f"row {row}: label {value!r} is neither an integer class nor a class name", where)
 
 
-def _raw_rows(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
-    """(row number, place in file, mapping) for every data row."""
+def table_records(path: Path, key_columns: Sequence[str] = ("path",)) -> list[tuple[int, str, dict[str, Any]]]:
+    """(row number, ``"line N"``, mapping) for every data row of a CSV/TSV or JSON-lines file.
+
+    CSV fields may hold line breaks inside quotes (reports do), so the place is the line where the
+    row ends. A CSV needs at least one of ``key_columns``.
+    """
     name = path.name.lower()
     suffix = path.suffix.lower()
     try:
@@ -72,15 +77,17 @@ def _raw_rows(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
         raise DataError(f"cannot read manifest ({exc.strerror or exc})", path) from exc
     rows: list[tuple[int, str, dict[str, Any]]] = []
     if suffix in CSV_SUFFIXES:
-        reader = csv.DictReader(text.splitlines(), delimiter=CSV_SUFFIXES[suffix])
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=CSV_SUFFIXES[suffix])
         try:
             for record in reader:
                 clean = {(k or "").strip(): v for k, v in record.items() if k is not None}
                 rows.append((len(rows) + 1, f"line {reader.line_num}", clean))
         except csv.Error as exc:
             raise DataError(f"line {reader.line_num}: malformed CSV ({exc})", path) from exc
-        if reader.fieldnames is not None and "path" not in [(f or "").strip() for f in reader.fieldnames]:
-            raise DataError(f"no 'path' column; columns: {', '.join(reader.fieldnames)}", path)
+        columns = [(f or "").strip() for f in reader.fieldnames or []]
+        if reader.fieldnames is not None and not set(key_columns) & set(columns):
+            wanted = " or ".join(repr(c) for c in key_columns)
+            raise DataError(f"no {wanted} column; columns: {', '.join(columns)}", path)
     elif name.endswith(JSONL_SUFFIXES):
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -107,7 +114,7 @@ def read_manifest(
         raise DataError("no such manifest file" if not path.exists() else "not a file", path)
     base = path.parent
     out = []
-    for row, place, record in _raw_rows(path):
+    for row, place, record in table_records(path):
         value = record.get("path")
         if _blank(value) or not isinstance(value, str):
             raise DataError(f"row {row} ({place}): no 'path'", path)
