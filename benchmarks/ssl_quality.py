@@ -10,7 +10,8 @@ Tasks:
              the official test split; a supervised row trains the same encoder on the labels.
   medpix     2D: pretrain on the MedPix 2.0 train cases (CT/MR slices at 64 px); linear probe
              (all labels) and kNN on the dev cases for body region, modality (CT/MR) and plane.
-             No supervised row: there are three targets, none of them the task.
+             The supervised row trains the same encoder on body region (the hardest of the three
+             targets); its modality and plane scores are then transfer, not supervision.
 
     python benchmarks/ssl_quality.py --task colin27 --seeds 0 1 2 --steps 150
     python benchmarks/ssl_quality.py --task pneumonia --seeds 0 1 2 --steps 250
@@ -94,6 +95,11 @@ def medpix_manifests(out: Path) -> dict[str, Path]:
     return paths
 
 
+def medpix_classes(manifest: Path) -> list[str]:
+    with manifest.open(newline="") as f:
+        return sorted({row["label"] for row in csv.DictReader(f) if row["split"] == "train"})
+
+
 def recipe_for(task: str, method: str, seed: int, steps: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
     base = {"isimed": "isimed_3d_colin27" if task == "colin27" else "isimed_2d_medpix"}.get(method)
     base = base or ("supervised_pneumoniamnist" if method == "supervised" else f"{method}_pneumoniamnist")
@@ -104,6 +110,8 @@ def recipe_for(task: str, method: str, seed: int, steps: int, out: Path, extra: 
         common = MEDPIX + [f"data.path={medpix_manifests(out)['region']}"]
     else:
         common = list(PNEUMONIA)
+    if task == "medpix" and method == "supervised":
+        common += [f"method.num_classes={len(medpix_classes(medpix_manifests(out)['region']))}"]
     if task == "medpix" and method == "isimed":
         # 8 crops of 32 px from each of 16 images at the probes' 64 px scale (PNG: pixel distances)
         common += ["data.batch_size=16", "data.crops={k: 8, size: 32, min_foreground: 0.25, threshold: 0.1}"]
@@ -221,7 +229,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    rows = ["random-init", *args.methods] + (["supervised"] if args.task == "pneumonia" else [])
+    rows = ["random-init", *args.methods] + (["supervised"] if args.task in ("pneumonia", "medpix") else [])
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     for seed in args.seeds:
         for name in rows:
