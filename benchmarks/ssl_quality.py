@@ -1,11 +1,12 @@
 """Every SSL method with the same backbone, batch, steps and augmentation budget, beside
-random-init (and, where labels allow, fully supervised) rows, on real data.
+random-init and fully supervised rows, on real data.
 
 Tasks:
   colin27    3D: pretrain on crops of the Colin27 T1 (one real brain); evaluate the crop-level
              region probe (7 AAL lobe groups, train/test crops from disjoint left-right slabs)
              and the distance diagnostic (Spearman of embedding vs physical distance) on held-out
-             crops of Colin27 and of the head CT.
+             crops of Colin27 and of the head CT. The supervised row trains the same encoder on the
+             probe's own train crops and labels (16 a step, same steps and augmentation).
   pneumonia  2D: pretrain on PneumoniaMNIST train; linear probe at 1/10/100 % labels and kNN on
              the official test split; a supervised row trains the same encoder on the labels.
   medpix     2D: pretrain on the MedPix 2.0 train cases (CT/MR slices at 64 px); linear probe
@@ -84,6 +85,36 @@ def colin27_folder(out: Path) -> Path:
     return folder
 
 
+COLIN27_REGIONS = dict(crop=32, stride=16, slab_axis=0)  # the probe's crops, shared by the supervised row
+COLIN27_INTENSITY = {"intensity": "percentile", "percentiles": [5.0, 95.0]}
+
+
+def colin27_labelled_crops(out: Path) -> tuple[Path, list[str]]:
+    """The region probe's train crops (train slabs only), scaled as the probe scales the whole
+    volume, as NIfTI files and a labelled manifest: what the supervised row trains on."""
+    import nibabel as nib
+
+    from medrep.evaluate.regions import region_split, scale_volume
+
+    vols = data_root() / "volumes"
+    split = region_split(vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
+                         **COLIN27_REGIONS)
+    folder, manifest = out / "colin27_region_crops", out / "colin27_region_crops.csv"
+    if not manifest.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        scaled, _ = scale_volume(split.image, None, COLIN27_INTENSITY)
+        crops = split.crops("train", scaled)
+        with manifest.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "split"])
+            for i in range(len(crops)):
+                item = crops[i]
+                path = folder / f"crop{i:03d}.nii.gz"
+                nib.save(nib.Nifti1Image(item["image"][0].numpy(), np.eye(4)), path)  # Colin27 is 1 mm isotropic
+                writer.writerow([path, split.class_names[int(item["label"])], "train"])
+    return manifest, sorted({split.class_names[int(c)] for c in split.labels["train"]})
+
+
 def medpix_manifests(out: Path) -> dict[str, Path]:
     """One manifest per target, written once under ``out`` (case-level train/dev splits)."""
     from medrep.data.medpix import write_medpix_manifest
@@ -110,6 +141,10 @@ def recipe_for(task: str, method: str, seed: int, steps: int, out: Path, extra: 
         common = MEDPIX + [f"data.path={medpix_manifests(out)['region']}"]
     else:
         common = list(PNEUMONIA)
+    if task == "colin27" and method == "supervised":
+        manifest, classes = colin27_labelled_crops(out)
+        common += ["data.source=manifest", f"data.path={manifest}", "data.crops=null", "data.intensity=none",
+                   "data.batch_size=16", "data.spatial_dims=3", f"method.num_classes={len(classes)}"]
     if task == "medpix" and method == "supervised":
         common += [f"method.num_classes={len(medpix_classes(medpix_manifests(out)['region']))}"]
     if task == "medpix" and method == "isimed":
@@ -135,10 +170,9 @@ def evaluate(task: str, encoder: torch.nn.Module, out: Path) -> dict:
         return medpix_probes(encoder, medpix_manifests(out))
     vols = root / "volumes"
     regions = region_probe(encoder, vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
-                           crop=32, stride=16, slab_axis=0, fractions=(1.0,), seeds=(0,), progress=False,
-                           intensity={"intensity": "percentile", "percentiles": [5.0, 95.0]})
+                           **COLIN27_REGIONS, fractions=(1.0,), seeds=(0,), progress=False, intensity=COLIN27_INTENSITY)
     colin = distance_eval(encoder, vols / "colin27_t1.nii.gz", crops=256, crop=32, seed=123, progress=False,
-                          intensity={"intensity": "percentile", "percentiles": [5.0, 95.0]})
+                          intensity=COLIN27_INTENSITY)
     ct = distance_eval(encoder, vols / "head_ct.nii.gz", crops=256, crop=32, seed=123, progress=False,
                        intensity={"intensity": "ct_window", "window": [-100.0, 200.0]})
     return {"regions": {k: regions[k] for k in ("results", "counts", "class_counts", "chance_accuracy", "split")},
@@ -229,7 +263,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    rows = ["random-init", *args.methods] + (["supervised"] if args.task in ("pneumonia", "medpix") else [])
+    rows = ["random-init", *args.methods, "supervised"]
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     for seed in args.seeds:
         for name in rows:

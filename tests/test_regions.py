@@ -157,6 +157,26 @@ def test_region_probe_fine_labels_and_2d_encoder(labelled):
     assert res["results"]["linear"]["fractions"]["1"]["accuracy"]["mean"] > 0.6
 
 
+def test_region_split_crops_carry_the_label_under_their_centre(labelled):
+    from medrep.data import read_image
+    from medrep.evaluate.regions import region_split
+
+    _, (vol, lab, names) = labelled
+    split = region_split(vol, lab, names, crop=8, stride=6)
+    label_map = read_image(lab)["image"][0].numpy().astype(int)
+    lut = {1: "frontal", 2: "temporal", 3: "cerebellum"}
+    for part in ("train", "test"):
+        crops = split.crops(part)
+        assert len(crops) == len(split.centres[part]) > 10
+        for i in (0, len(crops) // 2, len(crops) - 1):
+            item, centre = crops[i], split.centres[part][i]
+            assert item["image"].shape == (1, 8, 8, 8)
+            assert split.class_names[int(item["label"])] == lut[label_map[tuple(centre)]]
+            assert torch.equal(item["image"][0, 4, 4, 4], split.image[0][tuple(centre)])  # the centre voxel, unscaled
+    # the slabs along axis 2 never let a train crop reach into a test slab
+    assert np.abs(split.centres["train"][:, 2][:, None] - split.centres["test"][:, 2][None]).min() >= 8
+
+
 def test_region_probe_refuses_mismatched_grid(labelled, tmp_path):
     folder, (vol, lab, names) = labelled
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")

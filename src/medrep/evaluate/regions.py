@@ -41,6 +41,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -339,8 +340,29 @@ def _resolve_encoder(encoder, random_init: bool) -> tuple[torch.nn.Module, str]:
     return load_encoder(encoder, weights=not random_init), str(encoder)
 
 
-def region_probe(
-    encoder,
+@dataclass
+class RegionSplit:
+    """Labelled crop centres of a volume, train and test from disjoint slabs (see :func:`region_split`)."""
+
+    image: torch.Tensor  # (1, *spatial), unscaled
+    centres: dict[str, np.ndarray]  # "train" / "test": (N, dims) voxel indices
+    labels: dict[str, np.ndarray]  # class index per centre
+    class_names: list[str]
+    crop_shape: tuple[int, ...]
+    spatial_dims: int
+    groups: dict[str, list[str]] | None
+    slab_info: dict[str, Any]
+    counts: dict[str, Any]
+    class_counts: dict[str, dict[str, int]]
+    dropped: dict[str, dict[str, int]]
+
+    def crops(self, part: str, volume: np.ndarray | None = None) -> CropDataset:
+        """The ``part`` crops of ``volume`` (default: the unscaled image) with their labels."""
+        vol = self.image[0].numpy() if volume is None else volume
+        return CropDataset(vol, self.centres[part], self.crop_shape, self.labels[part], squeeze=len(self.crop_shape) != self.spatial_dims)
+
+
+def region_split(
     volume: str | Path,
     labels: str | Path,
     label_names: str | Path | None = None,
@@ -352,32 +374,18 @@ def region_probe(
     slice_axis: int = 2,
     fine: bool = False,
     min_count: int = 1,
-    fractions: Sequence[float] = (0.1, 1.0),
-    seeds: Sequence[int] = (0, 1, 2),
-    k: int = 20,
-    random_init: bool = False,
-    intensity: dict[str, Any] | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    out: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Region probe of a frozen ``encoder`` (an nn.Module, or an exported encoder path loaded with
-    ``random_init`` choosing random weights) on ``volume`` with label map ``labels``.
-
-    ``label_names`` is needed for the grouping (default) and names the fine labels; without it
-    and with ``fine=True`` the classes are the label ids. Classes with fewer than ``min_count``
-    train crops are dropped from both splits, and test crops of classes absent from training are
-    dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
-    """
+    spatial_dims: int | None = None,
+) -> RegionSplit:
+    """The crops :func:`region_probe` scores, for an encoder of ``spatial_dims`` (default: the
+    volume's): a grid of centres, labelled by the region under the centre (background centres
+    skipped), split into train and test slabs along ``slab_axis`` with a gap so that no train crop
+    overlaps a test crop. Also what a supervised reference trains on."""
     if not fine and label_names is None:
         raise MedrepError("grouping labels into regions needs the label names file (or use fine labels)", "--label-names")
-    model, enc_name = _resolve_encoder(encoder, random_init)
     sample, label_map = _load_pair(volume, labels)
     vol_dims = sample["image"].ndim - 1
-    enc_dims = int(getattr(model, "spatial_dims", vol_dims))
+    enc_dims = int(spatial_dims or vol_dims)
     crop_shape = crop_shape_for(vol_dims, enc_dims, crop, slice_axis)
-    check_encoder_input(model, crop_shape)
     names = read_label_names(label_names) if label_names is not None else {}
     present = sorted(int(v) for v in np.unique(label_map) if v != 0)
     if names:
@@ -421,12 +429,50 @@ def region_probe(
     if len(np.unique(split_y["train"])) < 2 or len(np.unique(split_y["test"])) < 2:
         raise MedrepError(f"need at least 2 classes in each split, have {class_counts}; use a smaller --stride or --crop", "regions")
 
-    scaled, used = scale_volume(sample["image"], getattr(model, "preprocess", None), intensity)
-    squeeze = len(crop_shape) != enc_dims
-    feats = {}
-    for name in ("train", "test"):
-        ds = CropDataset(scaled, split_c[name], crop_shape, split_y[name], squeeze=squeeze)
-        feats[name] = encode_crops(model, ds, batch_size, device, progress)
+    return RegionSplit(sample["image"], split_c, split_y, class_names, crop_shape, enc_dims, groups, slab_info, counts,
+                       class_counts, dropped)
+
+
+def region_probe(
+    encoder,
+    volume: str | Path,
+    labels: str | Path,
+    label_names: str | Path | None = None,
+    crop: int = 32,
+    stride: int | Sequence[int] = 16,
+    slab_axis: int = 2,
+    slab_width: int | None = None,
+    gap: int | None = None,
+    slice_axis: int = 2,
+    fine: bool = False,
+    min_count: int = 1,
+    fractions: Sequence[float] = (0.1, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    k: int = 20,
+    random_init: bool = False,
+    intensity: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Region probe of a frozen ``encoder`` (an nn.Module, or an exported encoder path loaded with
+    ``random_init`` choosing random weights) on ``volume`` with label map ``labels``.
+
+    ``label_names`` is needed for the grouping (default) and names the fine labels; without it
+    and with ``fine=True`` the classes are the label ids. Classes with fewer than ``min_count``
+    train crops are dropped from both splits, and test crops of classes absent from training are
+    dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
+    """
+    model, enc_name = _resolve_encoder(encoder, random_init)
+    split = region_split(volume, labels, label_names, crop=crop, stride=stride, slab_axis=slab_axis, slab_width=slab_width,
+                         gap=gap, slice_axis=slice_axis, fine=fine, min_count=min_count,
+                         spatial_dims=getattr(model, "spatial_dims", None))
+    check_encoder_input(model, split.crop_shape)
+    enc_dims, crop_shape, class_names = split.spatial_dims, split.crop_shape, split.class_names
+    split_y, counts, class_counts = split.labels, split.counts, split.class_counts
+    scaled, used = scale_volume(split.image, getattr(model, "preprocess", None), intensity)
+    feats = {name: encode_crops(model, split.crops(name, scaled), batch_size, device, progress) for name in ("train", "test")}
     linear = linear_probe(feats["train"], split_y["train"], feats["test"], split_y["test"], fractions=fractions, seeds=seeds)
     knn = knn_probe(feats["train"], split_y["train"], feats["test"], split_y["test"], k=k)
     label = "random-init" if random_init else "pretrained"
@@ -437,9 +483,9 @@ def region_probe(
     result = {
         "task": "regions", "encoder": enc_name, "random_init": random_init, "volume": str(volume), "labels": str(labels),
         "label_names": None if label_names is None else str(label_names), "grouping": "fine" if fine else "lobes",
-        "groups": groups, "classes": class_names, "crop_shape": list(crop_shape), "spatial_dims": enc_dims,
-        "preprocess": used, "split": slab_info, "counts": counts, "class_counts": class_counts,
-        "dropped_classes": dropped, "min_count": int(min_count), "chance_accuracy": _majority(split_y["test"]),
+        "groups": split.groups, "classes": class_names, "crop_shape": list(crop_shape), "spatial_dims": enc_dims,
+        "preprocess": used, "split": split.slab_info, "counts": counts, "class_counts": class_counts,
+        "dropped_classes": split.dropped, "min_count": int(min_count), "chance_accuracy": _majority(split_y["test"]),
         "results": {"linear": linear, "knn": knn}, "table": table, "count_table": count_table,
     }
     if out:
