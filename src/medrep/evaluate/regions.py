@@ -438,14 +438,6 @@ def region_probe(
     volume: str | Path,
     labels: str | Path,
     label_names: str | Path | None = None,
-    crop: int = 32,
-    stride: int | Sequence[int] = 16,
-    slab_axis: int = 2,
-    slab_width: int | None = None,
-    gap: int | None = None,
-    slice_axis: int = 2,
-    fine: bool = False,
-    min_count: int = 1,
     fractions: Sequence[float] = (0.1, 1.0),
     seeds: Sequence[int] = (0, 1, 2),
     k: int = 20,
@@ -455,19 +447,19 @@ def region_probe(
     device: str = "auto",
     out: str | Path | None = None,
     progress: bool = True,
+    **split_options: Any,
 ) -> dict[str, Any]:
     """Region probe of a frozen ``encoder`` (an nn.Module, or an exported encoder path loaded with
     ``random_init`` choosing random weights) on ``volume`` with label map ``labels``.
 
-    ``label_names`` is needed for the grouping (default) and names the fine labels; without it
-    and with ``fine=True`` the classes are the label ids. Classes with fewer than ``min_count``
-    train crops are dropped from both splits, and test crops of classes absent from training are
-    dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
+    ``split_options`` (crop, stride, slab_axis, slab_width, gap, slice_axis, fine, min_count) choose
+    the crops, as in :func:`region_split`. ``label_names`` is needed for the grouping (default) and
+    names the fine labels; without it and with ``fine=True`` the classes are the label ids.
+    Classes with fewer than ``min_count`` train crops are dropped from both splits, and test crops
+    of classes absent from training are dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
     """
     model, enc_name = _resolve_encoder(encoder, random_init)
-    split = region_split(volume, labels, label_names, crop=crop, stride=stride, slab_axis=slab_axis, slab_width=slab_width,
-                         gap=gap, slice_axis=slice_axis, fine=fine, min_count=min_count,
-                         spatial_dims=getattr(model, "spatial_dims", None))
+    split = region_split(volume, labels, label_names, spatial_dims=getattr(model, "spatial_dims", None), **split_options)
     check_encoder_input(model, split.crop_shape)
     enc_dims, crop_shape, class_names = split.spatial_dims, split.crop_shape, split.class_names
     split_y, counts, class_counts = split.labels, split.counts, split.class_counts
@@ -482,10 +474,12 @@ def region_probe(
     count_table = format_table(count_rows, ["class", "train", "test"])
     result = {
         "task": "regions", "encoder": enc_name, "random_init": random_init, "volume": str(volume), "labels": str(labels),
-        "label_names": None if label_names is None else str(label_names), "grouping": "fine" if fine else "lobes",
+        "label_names": None if label_names is None else str(label_names),
+        "grouping": "fine" if split_options.get("fine") else "lobes",
         "groups": split.groups, "classes": class_names, "crop_shape": list(crop_shape), "spatial_dims": enc_dims,
         "preprocess": used, "split": split.slab_info, "counts": counts, "class_counts": class_counts,
-        "dropped_classes": split.dropped, "min_count": int(min_count), "chance_accuracy": _majority(split_y["test"]),
+        "dropped_classes": split.dropped, "min_count": int(split_options.get("min_count", 1)),
+        "chance_accuracy": _majority(split_y["test"]),
         "results": {"linear": linear, "knn": knn}, "table": table, "count_table": count_table,
     }
     if out:
