@@ -59,7 +59,10 @@ def registration_part(run: Path, out: Path, n: int, seed: int = 0) -> dict:
     """COVER's predicted field against the true one on test-hemisphere slices it never saw."""
     from medrep.evaluate.registration import held_out_images, load_method, registration_eval
 
-    images = held_out_images(run, path=str(hemisphere_slices(out, "test")), source="folder", n=n)
+    images = held_out_images(run, path=str(hemisphere_slices(out, "test")), source="folder", n=10**6)
+    # n slices evenly across the hemisphere, the middle one first so that the plot shows brain, not scalp
+    pick = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
+    images = images[np.roll(pick, -(len(pick) // 2))]
     plot = ROOT / "benchmarks" / "results" / "cover_dense_registration.png"
     result = registration_eval(load_method(run).eval(), images, pairs_per_image=2, seed=seed, plot=plot)
     result["plot"] = str(plot.relative_to(ROOT))
