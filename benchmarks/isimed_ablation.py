@@ -1,7 +1,7 @@
 """Why does ISImed not help the probes? One knob at a time, on the ssl_quality.py budget, 1 seed.
 
-Colin27 (3D): the distance scale, the number of crops per volume, the variance hinge and training
-length, each against the recipe ISImed row (which repeats ssl_quality.py's seed-0 row); metrics as
+Colin27 (3D): the distance scale, the number of crops per volume, the variance hinge, training
+length, learning rate and intensity augmentation of the crops, each against the recipe ISImed row (which repeats ssl_quality.py's seed-0 row); metrics as
 in ssl_quality.py (region probe on disjoint slabs, Spearman of embedding vs physical distance).
 PneumoniaMNIST (2D): crop size (16 or 24 of 28 px; the probe sees whole 28 px images) and the
 distance scale (pixel distances are 0-17 px, i.e. 0-1.7 units at the default scale of 10).
@@ -37,6 +37,9 @@ VARIANTS = {
         "32 crops per step": ["data.crops.k=32"],
         "variance hinge (weight 1)": ["method.var_weight=1.0"],
         "3x steps": ["x3"],
+        "lr 3e-4": ["optim.lr=3.0e-4"],
+        "lr 3e-3": ["optim.lr=3.0e-3"],
+        "intensity augmentation of crops": ["method.intensity_augment=true"],
     },
     "pneumonia": {
         "recipe (16 px crops, scale 10)": [],
