@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from text_model import require_text_model
+from vlp_helpers import brightness_pairs, require_text_model
 
 from medrep.data import build_dataset
 from medrep.data.image_text_dataset import ImageTextDataset
@@ -23,7 +23,6 @@ from medrep.recipe import load_recipe
 require_text_model()
 
 torch.set_num_threads(1)
-WORDS = ("bright", "dark")
 
 
 def _png(path: Path, value: int, size: int = 32, seed: int = 0) -> Path:
@@ -32,18 +31,6 @@ def _png(path: Path, value: int, size: int = 32, seed: int = 0) -> Path:
     pixels = np.clip(value + rng.integers(-20, 21, (size, size)), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return path
-
-
-def make_pairs(root: Path, n: int = 16) -> Path:
-    """``n`` images whose brightness is named in their caption (a pairing a model can learn)."""
-    with (root / "pairs.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["images", "report", "split"])
-        for i in range(n):
-            word = WORDS[i % 2]
-            _png(root / "img" / f"{i}.png", 200 if word == "bright" else 40, seed=i)
-            writer.writerow([f"img/{i}.png", f"A {word} image. Case {i}.", "train"])
-    return root / "pairs.csv"
 
 
 def convirt_recipe(data_path: Path, out: Path, **sections) -> dict:
@@ -62,7 +49,7 @@ def convirt_recipe(data_path: Path, out: Path, **sections) -> dict:
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    return make_pairs(tmp_path_factory.mktemp("pairs"))
+    return brightness_pairs(tmp_path_factory.mktemp("pairs"))
 
 
 @pytest.fixture(scope="module")

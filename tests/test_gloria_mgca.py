@@ -4,11 +4,9 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from text_model import require_text_model
+from vlp_helpers import brightness_pairs, require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import RecipeError
@@ -29,19 +27,7 @@ TEXTS = ["A bright image.", "Hyperintensity of the left caudate nucleus.", "dark
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    """16 images whose brightness is named in their caption."""
-    root = tmp_path_factory.mktemp("pairs")
-    rng = np.random.default_rng(0)
-    with (root / "pairs.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["images", "report", "split"])
-        for i in range(16):
-            word = ("bright", "dark")[i % 2]
-            (root / "img").mkdir(exist_ok=True)
-            pixels = np.clip((200 if word == "bright" else 40) + rng.integers(-20, 21, (32, 32)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / "img" / f"{i}.png")
-            writer.writerow([f"img/{i}.png", f"A {word} image. Case {i}.", "train"])
-    return root / "pairs.csv"
+    return brightness_pairs(tmp_path_factory.mktemp("pairs"))
 
 
 def raw_recipe(name: str, data: Path, out: Path, model: dict | None = None, **method) -> dict:

@@ -1,18 +1,17 @@
 """ConVIRT, GLoRIA and MGCA on 3D volumes with reports: NIfTI studies through the engine and back."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from text_model import require_text_model
+from vlp_helpers import brightness_pairs, require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import MedrepError
 from medrep.recipe import load_recipe
 
-nib = pytest.importorskip("nibabel")
+pytest.importorskip("nibabel")
 require_text_model()
 
 torch.set_num_threads(1)
@@ -25,19 +24,7 @@ METHOD = {
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
-    """8 anisotropic CT-like volumes (2.5 mm slices) whose brightness the report names."""
-    root = tmp_path_factory.mktemp("vol3d")
-    (root / "img").mkdir()
-    rng = np.random.default_rng(0)
-    with (root / "pairs.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["images", "report", "split"])
-        for i in range(8):
-            word = ("bright", "dark")[i % 2]
-            vol = ((200 if word == "bright" else 40) + rng.normal(0, 10, (20, 18, 12))).astype(np.float32)
-            nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.5, 1.0])), root / "img" / f"{i}.nii.gz")
-            writer.writerow([f"img/{i}.nii.gz", f"A {word} CT volume. Case {i}.", "train"])
-    return root / "pairs.csv"
+    return brightness_pairs(tmp_path_factory.mktemp("vol3d"), n=8, spatial_dims=3)
 
 
 @pytest.mark.parametrize("name", sorted(METHOD))
