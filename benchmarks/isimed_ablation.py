@@ -1,8 +1,9 @@
 """Why does ISImed not help the probes? One knob at a time, on the ssl_quality.py budget, 1 seed.
 
 Colin27 (3D): the distance scale, the number of crops per volume, the variance hinge, training
-length, learning rate and intensity augmentation of the crops, each against the recipe ISImed row (which repeats ssl_quality.py's seed-0 row); metrics as
-in ssl_quality.py (region probe on disjoint slabs, Spearman of embedding vs physical distance).
+length, learning rate and intensity augmentation of the crops, each against the recipe ISImed row
+(which repeats ssl_quality.py's seed-0 row); metrics as in ssl_quality.py (region probe on
+disjoint slabs, Spearman of embedding vs physical distance).
 PneumoniaMNIST (2D): crop size (16 or 24 of 28 px; the probe sees whole 28 px images) and the
 distance scale (pixel distances are 0-17 px, i.e. 0-1.7 units at the default scale of 10).
 

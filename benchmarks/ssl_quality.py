@@ -89,30 +89,29 @@ COLIN27_REGIONS = dict(crop=32, stride=16, slab_axis=0)  # the probe's crops, sh
 COLIN27_INTENSITY = {"intensity": "percentile", "percentiles": [5.0, 95.0]}
 
 
-def colin27_labelled_crops(out: Path) -> tuple[Path, list[str]]:
+def colin27_labelled_crops(out: Path) -> Path:
     """The region probe's train crops (train slabs only), scaled as the probe scales the whole
-    volume, as NIfTI files and a labelled manifest: what the supervised row trains on."""
-    import nibabel as nib
-
+    volume, as NIfTI files and a labelled manifest (written once): what the supervised row trains on."""
+    from medrep.data.synthetic import write_nifti
     from medrep.evaluate.regions import region_split, scale_volume
 
+    folder, manifest = out / "colin27_region_crops", out / "colin27_region_crops.csv"
+    if manifest.is_file():
+        return manifest
     vols = data_root() / "volumes"
     split = region_split(vols / "colin27_t1.nii.gz", vols / "colin27_aal.nii.gz", vols / "colin27_aal_labels.txt",
                          **COLIN27_REGIONS)
-    folder, manifest = out / "colin27_region_crops", out / "colin27_region_crops.csv"
-    if not manifest.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        scaled, _ = scale_volume(split.image, None, COLIN27_INTENSITY)
-        crops = split.crops("train", scaled)
-        with manifest.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "split"])
-            for i in range(len(crops)):
-                item = crops[i]
-                path = folder / f"crop{i:03d}.nii.gz"
-                nib.save(nib.Nifti1Image(item["image"][0].numpy(), np.eye(4)), path)  # Colin27 is 1 mm isotropic
-                writer.writerow([path, split.class_names[int(item["label"])], "train"])
-    return manifest, sorted({split.class_names[int(c)] for c in split.labels["train"]})
+    scaled, _ = scale_volume(split.image, None, COLIN27_INTENSITY)
+    crops = split.crops("train", scaled)
+    folder.mkdir(parents=True, exist_ok=True)
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split"])
+        for i in range(len(crops)):
+            item = crops[i]
+            path = write_nifti(folder / f"crop{i:03d}.nii.gz", item["image"][0].numpy(), (1.0, 1.0, 1.0))  # Colin27: 1 mm
+            writer.writerow([path, split.class_names[int(item["label"])], "train"])
+    return manifest
 
 
 def medpix_manifests(out: Path) -> dict[str, Path]:
@@ -126,7 +125,7 @@ def medpix_manifests(out: Path) -> dict[str, Path]:
     return paths
 
 
-def medpix_classes(manifest: Path) -> list[str]:
+def train_classes(manifest: Path) -> list[str]:
     with manifest.open(newline="") as f:
         return sorted({row["label"] for row in csv.DictReader(f) if row["split"] == "train"})
 
@@ -142,11 +141,11 @@ def recipe_for(task: str, method: str, seed: int, steps: int, out: Path, extra: 
     else:
         common = list(PNEUMONIA)
     if task == "colin27" and method == "supervised":
-        manifest, classes = colin27_labelled_crops(out)
+        manifest = colin27_labelled_crops(out)
         common += ["data.source=manifest", f"data.path={manifest}", "data.crops=null", "data.intensity=none",
-                   "data.batch_size=16", "data.spatial_dims=3", f"method.num_classes={len(classes)}"]
+                   "data.batch_size=16", "data.spatial_dims=3", f"method.num_classes={len(train_classes(manifest))}"]
     if task == "medpix" and method == "supervised":
-        common += [f"method.num_classes={len(medpix_classes(medpix_manifests(out)['region']))}"]
+        common += [f"method.num_classes={len(train_classes(medpix_manifests(out)['region']))}"]
     if task == "medpix" and method == "isimed":
         # 8 crops of 32 px from each of 16 images at the probes' 64 px scale (PNG: pixel distances)
         common += ["data.batch_size=16", "data.crops={k: 8, size: 32, min_foreground: 0.25, threshold: 0.1}"]
