@@ -32,8 +32,8 @@ import torch
 from readme_section import write_section
 
 from medrep.engine import pretrain
-from medrep.evaluate.report import format_table, write_json
 from medrep.recipe import load_recipe, read_yaml
+from medrep.results import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [16, 32, 64, 128, 256]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from medrep.demo import run_demo
-from medrep.evaluate.report import format_table, write_json
+from medrep.results import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo_probe.json"

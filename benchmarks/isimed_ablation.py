@@ -27,7 +27,7 @@ from readme_section import write_section
 
 import medrep
 from medrep.engine import pretrain
-from medrep.evaluate.report import format_table, write_json
+from medrep.results import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {

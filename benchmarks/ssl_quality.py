@@ -41,8 +41,8 @@ from medrep.engine import pretrain
 from medrep.evaluate.distance import distance_eval
 from medrep.evaluate.frozen import data_config, run_probes
 from medrep.evaluate.regions import region_probe
-from medrep.evaluate.report import format_table, write_json
 from medrep.recipe import load_recipe
+from medrep.results import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["simclr", "byol", "barlow_twins", "vicreg", "isimed"]

@@ -75,7 +75,8 @@ import torch
 import torch.nn.functional as F
 from readme_section import write_section
 
-from medrep.evaluate.report import format_table, summarise, write_json
+from medrep.evaluate.report import summarise
+from medrep.results import format_table, write_json
 from medrep.recipe import load_recipe, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

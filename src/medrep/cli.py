@@ -263,7 +263,7 @@ def _cmd_prepare(args) -> int:
 
     from .data.medpix import report_table, write_medpix_manifest
     from .errors import MedrepError
-    from .evaluate.report import write_json
+    from .results import write_json
 
     root = args.root or (str(Path(os.environ["MEDREP_DATA"]) / "medpix2") if os.environ.get("MEDREP_DATA") else None)
     if root is None:

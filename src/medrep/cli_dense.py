@@ -50,8 +50,8 @@ def add_segment_task(tasks) -> None:
 
 def cmd_segment(args) -> int:
     from .engine.export import read_encoder_info
-    from .evaluate.report import write_json
     from .evaluate.segment import segment_eval
+    from .results import write_json
 
     dims = int(read_encoder_info(args.encoder)[0]["backbone"].get("spatial_dims", 2))
     if args.spatial_dims is not None and args.spatial_dims != dims:
@@ -106,7 +106,7 @@ def add_registration_task(tasks) -> None:
 
 def cmd_registration(args) -> int:
     from .evaluate.registration import held_out_images, load_method, registration_eval
-    from .evaluate.report import format_table, write_json
+    from .results import format_table, write_json
 
     if args.n < 1 or args.pairs < 1:
         raise MedrepError("must be at least 1", "--n" if args.n < 1 else "--pairs")

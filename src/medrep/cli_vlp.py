@@ -118,7 +118,7 @@ def _in_split(rows: list, split: str) -> list:
 
 
 def _finish(result: dict, out: str | None) -> int:
-    from .evaluate.report import write_json
+    from .results import write_json
 
     if out:
         write_json(out, result)
@@ -127,8 +127,8 @@ def _finish(result: dict, out: str | None) -> int:
 
 
 def cmd_retrieval(args) -> int:
-    from .evaluate.report import format_table
     from .evaluate.retrieval import evaluate_retrieval, run_data_config
+    from .results import format_table
 
     if min(args.ks) < 1:
         raise MedrepError(f"must be positive, got {args.ks}", "--ks")
@@ -149,9 +149,9 @@ def cmd_retrieval(args) -> int:
 
 def cmd_zeroshot(args) -> int:
     from .data.image_text import read_image_text_manifest
-    from .evaluate.report import format_table
     from .evaluate.retrieval import run_data_config
     from .evaluate.zeroshot import DEFAULT_CLASSES, GENERIC_TEMPLATES, PHRASES, TEMPLATES, check_templates, evaluate_zeroshot, medpix_rows
+    from .results import format_table
 
     templates = check_templates(args.templates or TEMPLATES.get(args.target, GENERIC_TEMPLATES))
     if args.data == "medpix2" and args.target is None:

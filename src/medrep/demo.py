@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .engine import load_encoder, pretrain
 from .evaluate.frozen import run_probes, split_features, table
-from .evaluate.report import write_json
 from .recipe import load_recipe
+from .results import write_json
 
 DEMO_RECIPE = "demo_simclr_pneumoniamnist"
 

@@ -190,7 +190,7 @@ def write_medpix_manifest(root: str | Path, target: str, out: str | Path, min_co
 
 def report_table(report: dict[str, Any]) -> str:
     """Images per class and split, then what was dropped, as plain text."""
-    from ..evaluate.report import format_table
+    from ..results import format_table
 
     rows = [{"class": c, **report["counts"][c]} for c in report["classes"]]
     rows.append({"class": "(total)", **report["images"]})
