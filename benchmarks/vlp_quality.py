@@ -76,8 +76,8 @@ import torch.nn.functional as F
 from readme_section import write_section
 
 from medrep.evaluate.report import summarise
-from medrep.results import format_table, write_json
 from medrep.recipe import load_recipe, read_yaml
+from medrep.results import format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "medrep" / "configs"
