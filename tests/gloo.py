@@ -54,11 +54,16 @@ def worker_main(worker: Callable[[int], dict], world: int = WORLD) -> None:
         return
     import torch.distributed as dist
 
+    from medrep.losses.distributed import gloo_threads, shutdown_process_group
+
     rank, init_file, out_file = int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=30))
     try:
-        Path(out_file).write_text(json.dumps(worker(rank)))
+        result = json.dumps(worker(rank))
     finally:
-        dist.destroy_process_group()
+        shutdown_process_group()  # the gloo threads must be joined before the interpreter exits (see its docstring)
+    if gloo_threads():
+        raise RuntimeError(f"{gloo_threads()} gloo work threads outlive the process group; something still holds it")
+    Path(out_file).write_text(result)

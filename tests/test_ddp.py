@@ -1,4 +1,8 @@
-"""A real 2-process CPU (gloo) DDP pretraining run through the CLI, launched by Lightning."""
+"""A real 2-process CPU (gloo) DDP pretraining run through the CLI, launched by Lightning.
+
+The CLI runs under a small wrapper that reports, at interpreter exit, how many gloo work threads
+are still alive: they must be 0 on both ranks, since a live one can abort the process (rc -6)
+while the interpreter finalises (see medrep.losses.distributed.shutdown_process_group)."""
 
 import os
 import subprocess
@@ -8,10 +12,21 @@ import torch
 from conftest import make_npz
 
 
+PROBE = """import atexit, sys
+from medrep.losses.distributed import gloo_threads
+atexit.register(lambda: print("gloo threads at exit:", gloo_threads(), file=sys.stderr))
+from medrep.cli import main
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_two_process_ddp_pretrain_on_cpu(tmp_path):
     npz = make_npz(tmp_path / "tiny.npz", n=64)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "medrep", "pretrain", "--recipe", "simclr_pneumoniamnist", "--data", str(npz),
+    probe = tmp_path / "medrep_probe.py"  # Lightning relaunches this same script for rank 1
+    probe.write_text(PROBE)
+    cmd = [sys.executable, str(probe), "pretrain", "--recipe", "simclr_pneumoniamnist", "--data", str(npz),
            f"trainer.output_dir={run}", "trainer.max_steps=2", "trainer.progress_bar=false", "data.batch_size=8",
            "model.name=resnet10", "method.proj_hidden_dim=32", "trainer.accelerator=cpu", "trainer.devices=2",
            "trainer.strategy=ddp", "trainer.checkpoint_every_n_steps=2"]
@@ -19,6 +34,7 @@ def test_two_process_ddp_pretrain_on_cpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # Lightning really started two ranks
+    assert proc.stderr.count("gloo threads at exit: 0") == 2, proc.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
     assert (run / "encoder" / "encoder.safetensors").is_file()

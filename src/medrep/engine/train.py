@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ..data import build_dataset, collate
 from ..data.image_text_dataset import ImageTextDataset, collate_image_text
 from ..errors import MedrepError, RecipeError
+from ..losses.distributed import is_distributed, shutdown_process_group
 from ..methods import build_method, get_method
 from ..recipe import IMAGE_TEXT_SOURCES, dump_recipe
 from .export import export_encoder
@@ -100,6 +101,7 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     t = recipe["trainer"]
     run_dir = Path(t["output_dir"])
     ckpt = last_checkpoint(run_dir) if resume else None
+    ours = not is_distributed()  # a group that exists already is the caller's (their own torchrun script) to keep
     pl.seed_everything(t["seed"], workers=True, verbose=False)
     name = recipe["method"]["name"]
     if getattr(get_method(name), "needs_text", False) and recipe["data"]["source"] not in IMAGE_TEXT_SOURCES:
@@ -124,4 +126,6 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if trainer.is_global_zero:
         export_encoder(method.encoder, run_dir / "encoder", recipe)
+    if ours:
+        shutdown_process_group()  # Lightning leaves a gloo group to interpreter exit, where its threads abort the process
     return run_dir

@@ -24,11 +24,22 @@ the same local batch size, since ``all_gather`` needs equal shapes.
 
 from __future__ import annotations
 
+import gc
+import sys
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["is_distributed", "world_size", "rank", "gather", "rank_offset"]
+if dist.is_available():
+    # Imported here, before any process group exists, on purpose: this torch module binds
+    # ``group=group.WORLD`` as default arguments when it is first imported, so importing it
+    # after ``init_process_group`` would pin that group for the life of the interpreter (see
+    # :func:`shutdown_process_group`).
+    import torch.distributed.nn.functional as dist_nn
+
+__all__ = ["is_distributed", "world_size", "rank", "gather", "rank_offset", "gloo_threads", "shutdown_process_group"]
 
 
 def is_distributed() -> bool:
@@ -56,11 +67,55 @@ def gather(x: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return torch.cat(dist_nn.all_gather(x, group=dist.group.WORLD), dim=0)
 
 
 def rank_offset(local_batch: int) -> int:
     """Index of this rank's first row in a tensor returned by :func:`gather`."""
     return rank() * local_batch
+
+
+def gloo_threads() -> int:
+    """Live gloo work threads (``pt_gloo_runloop``) of this process; 0 where ``/proc`` is absent."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return 0
+    count = 0
+    for task in tasks.iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "pt_gloo_runloop"
+        except OSError:  # the thread ended while we looked
+            pass
+    return count
+
+
+def shutdown_process_group() -> None:
+    """Finish all collective work and destroy the default process group, joining its threads.
+
+    Why: a gloo work thread drops each finished work object *after* the caller's ``wait()``
+    returns, and that object holds the caller's thread-local state, whose Python references
+    need the GIL to be released. If the interpreter is already finalising, taking the GIL
+    ends the thread with ``pthread_exit``, which unwinds through a ``noexcept`` destructor:
+    ``terminate called without an active exception``, rc -6, after all results were written.
+    So the group must be gone, and its threads joined, before the interpreter exits:
+    ``destroy_process_group`` alone does not do it while anything still references the group.
+    What did here: ``torch.distributed.nn.functional`` (behind :func:`gather`) binds the world
+    group as a default argument if it is first imported after ``init_process_group``; we
+    import it earlier, and release such a binding here in case other code imported it late.
+    DDP modules and autograd graphs in reference cycles go with ``gc.collect``. Every rank
+    waits for the others first (a peer must not lose its connection mid-collective); the
+    last reference then joins the threads (torch releases the GIL for that). Lightning
+    destroys the group at exit only for NCCL, not gloo, so :func:`medrep.engine.pretrain`
+    calls this.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    dist.barrier()
+    module = sys.modules.get("torch.distributed.nn.functional")
+    for fn in vars(module).values() if module else ():
+        defaults = getattr(fn, "__defaults__", None)
+        if callable(fn) and defaults and any(isinstance(d, dist.ProcessGroup) for d in defaults):
+            fn.__defaults__ = tuple(None if isinstance(d, dist.ProcessGroup) else d for d in defaults)
+    dist.destroy_process_group()
+    gc.collect()
