@@ -57,7 +57,8 @@ def hemisphere_slices(out: Path, part: str = "train") -> Path:
 
 def registration_part(run: Path, out: Path, n: int, seed: int = 0) -> dict:
     """COVER's predicted field against the true one on test-hemisphere slices it never saw."""
-    from medrep.evaluate.registration import held_out_images, load_method, registration_eval
+    from medrep.checkpoint import load_method
+    from medrep.evaluate.registration import held_out_images, registration_eval
 
     images = held_out_images(run, path=str(hemisphere_slices(out, "test")), source="folder", n=10**6)
     # n slices evenly across the hemisphere, the middle one first so that the plot shows brain, not scalp

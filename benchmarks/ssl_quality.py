@@ -36,10 +36,9 @@ import torch
 from readme_section import write_section
 
 import medrep
-from medrep.demo import probe_encoder
 from medrep.engine import pretrain
 from medrep.evaluate.distance import distance_eval
-from medrep.evaluate.frozen import data_config, run_probes
+from medrep.evaluate.frozen import data_config, probe_encoder, run_probes
 from medrep.evaluate.regions import region_probe
 from medrep.recipe import load_recipe
 from medrep.results import format_table, write_json
@@ -93,7 +92,8 @@ def colin27_labelled_crops(out: Path) -> Path:
     """The region probe's train crops (train slabs only), scaled as the probe scales the whole
     volume, as NIfTI files and a labelled manifest (written once): what the supervised row trains on."""
     from medrep.data.synthetic import write_nifti
-    from medrep.evaluate.regions import region_split, scale_volume
+    from medrep.evaluate.crops import scale_volume
+    from medrep.evaluate.regions import region_split
 
     folder, manifest = out / "colin27_region_crops", out / "colin27_region_crops.csv"
     if manifest.is_file():

@@ -270,8 +270,8 @@ def final_train_log(run_dir: Path) -> dict[str, float]:
 
 
 def run_one(name: str, seed: int, steps: int, out: Path, root: Path) -> dict:
+    from medrep.checkpoint import load_method
     from medrep.engine import pretrain
-    from medrep.evaluate.registration import load_method
     from medrep.evaluate.retrieval import run_data_config
     from medrep.methods import build_method
 

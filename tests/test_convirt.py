@@ -60,8 +60,7 @@ def method(pairs):
 
 
 def test_pretrain_exports_encoder_and_load_method_rebuilds_convirt(pairs, tmp_path):
-    from medrep.engine.export import load_encoder
-    from medrep.evaluate.registration import load_method
+    from medrep.checkpoint import load_encoder, load_method
 
     run = pretrain(load_recipe(convirt_recipe(pairs, tmp_path / "run")))
     rows = list(csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open()))

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import tiny_recipe
 
+from medrep.checkpoint import load_encoder
 from medrep.engine import pretrain
-from medrep.engine.export import load_encoder
 from medrep.errors import RecipeError
 from medrep.methods import build_method
 from medrep.recipe import load_recipe

@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from medrep.checkpoint import export_encoder
 from medrep.cli import main
-from medrep.engine.export import export_encoder
 from medrep.errors import MedrepError
 from medrep.evaluate.distance import distance_correlation, distance_eval, sample_centres
 from medrep.models import build_backbone

@@ -6,8 +6,8 @@ import yaml
 from conftest import tiny_recipe
 
 import medrep
+from medrep.checkpoint import export_encoder, load_encoder
 from medrep.engine import pretrain
-from medrep.engine.export import export_encoder, load_encoder
 from medrep.errors import MedrepError, RecipeError
 from medrep.methods import build_method
 from medrep.recipe import load_recipe

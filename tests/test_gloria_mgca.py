@@ -142,7 +142,7 @@ def test_mgca_prototypes_get_zero_gradients_while_frozen():
 
 @pytest.mark.parametrize("name", ["gloria", "mgca"])
 def test_pretrain_and_load_method_rebuild_the_model(name, pairs, tmp_path):
-    from medrep.evaluate.registration import load_method
+    from medrep.checkpoint import load_method
 
     run = pretrain(load_recipe(raw_recipe(name, pairs, tmp_path / "run")))
     rows = list(csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open()))

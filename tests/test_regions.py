@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from medrep.checkpoint import export_encoder
 from medrep.cli import main
-from medrep.engine.export import export_encoder
 from medrep.errors import MedrepError
+from medrep.evaluate.crops import CentredCrops, crop_shape_for
 from medrep.evaluate.regions import (
     GROUPS,
-    CropDataset,
     check_disjoint,
-    crop_shape_for,
     group_labels,
     group_of,
     read_label_names,
@@ -94,7 +93,7 @@ def test_check_disjoint_catches_overlap():
 
 def test_crop_dataset_cuts_around_centre_and_pads():
     vol = np.arange(10 * 10 * 10, dtype=np.float32).reshape(10, 10, 10)
-    ds = CropDataset(vol, np.array([[5, 5, 5], [0, 9, 4]]), (3, 4, 1), squeeze=True, pad_value=-1)
+    ds = CentredCrops(vol, np.array([[5, 5, 5], [0, 9, 4]]), (3, 4, 1), squeeze=True, pad_value=-1)
     a = ds[0]["image"]
     assert a.shape == (1, 3, 4)
     assert torch.equal(a[0], torch.from_numpy(vol[4:7, 3:7, 5]))

@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import tiny_recipe
 
+from medrep.checkpoint import load_method
 from medrep.engine import pretrain
 from medrep.errors import MedrepError
-from medrep.evaluate.registration import end_point_error, held_out_images, load_method, registration_eval
+from medrep.evaluate.registration import end_point_error, held_out_images, registration_eval
 from medrep.recipe import load_recipe
 
 

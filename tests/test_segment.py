@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from medrep.checkpoint import export_encoder
 from medrep.cli import main
 from medrep.data.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
 from medrep.data.segmentation import SegItem, find_pairs, load_segmentation_folder
 from medrep.data.synthetic import write_nifti, write_png
-from medrep.engine.export import export_encoder
 from medrep.errors import DataError, MedrepError
 from medrep.evaluate.dice import dice_per_class, summarise_cases
 from medrep.evaluate.patches import PatchSampler, resolve_patch

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medrep.engine.export import export_encoder, load_encoder
+from medrep.checkpoint import export_encoder, load_encoder
 from medrep.errors import RecipeError
 from medrep.models import build_backbone
 from medrep.models.unet import UNetBackbone

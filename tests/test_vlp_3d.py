@@ -29,7 +29,7 @@ def volumes(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(METHOD))
 def test_image_report_methods_train_on_volumes(name, volumes, tmp_path):
-    from medrep.evaluate.registration import load_method
+    from medrep.checkpoint import load_method
 
     recipe = {
         "method": {"name": name, **METHOD[name]},

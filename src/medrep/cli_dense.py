@@ -49,7 +49,7 @@ def add_segment_task(tasks) -> None:
 
 
 def cmd_segment(args) -> int:
-    from .engine.export import read_encoder_info
+    from .checkpoint import read_encoder_info
     from .evaluate.segment import segment_eval
     from .results import write_json
 
@@ -105,7 +105,8 @@ def add_registration_task(tasks) -> None:
 
 
 def cmd_registration(args) -> int:
-    from .evaluate.registration import held_out_images, load_method, registration_eval
+    from .checkpoint import load_method
+    from .evaluate.registration import held_out_images, registration_eval
     from .results import format_table, write_json
 
     if args.n < 1 or args.pairs < 1:

@@ -75,7 +75,7 @@ def _data_root(given: str | None, name: str, option: str) -> str:
 
 def _load_run(run: str) -> tuple[Any, dict]:
     """The run's method, checked to embed images and text, and its recipe's data section."""
-    from .evaluate.registration import load_method
+    from .checkpoint import load_method
     from .evaluate.retrieval import check_vlp, run_data_config
 
     cfg = run_data_config(run)  # refuses a folder without recipe.yaml, naming --run

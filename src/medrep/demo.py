@@ -6,18 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .engine import load_encoder, pretrain
-from .evaluate.frozen import run_probes, split_features, table
+from .checkpoint import load_encoder
+from .engine import pretrain
+from .evaluate.frozen import probe_encoder, table
 from .recipe import load_recipe
 from .results import write_json
 
 DEMO_RECIPE = "demo_simclr_pneumoniamnist"
-
-
-def probe_encoder(encoder, data: dict, seeds=(0, 1, 2), fractions=(0.01, 0.1, 1.0), device: str = "auto") -> dict:
-    train = split_features(encoder, data, "train", device=device)
-    test = split_features(encoder, data, "test", device=device)
-    return run_probes(train, test, {"linear": dict(fractions=fractions, seeds=seeds), "knn": dict(k=20)})
 
 
 def run_demo(out: Path, data: str | None = None, steps: int | None = None, seed: int = 0, overrides=(), quiet: bool = False) -> dict:

@@ -29,7 +29,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 class MethodModule(pl.LightningModule):
     def __init__(self, method: Method, optim: dict):
         super().__init__()
-        self.method = method
+        self.method = method  # its weights are saved as "method.*": medrep.checkpoint.load_method relies on the name
         self.optim = dict(optim)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

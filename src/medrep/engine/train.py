@@ -16,13 +16,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from ..checkpoint import export_encoder, last_checkpoint
 from ..data import build_dataset, collate
 from ..data.image_text_dataset import ImageTextDataset, collate_image_text
-from ..errors import MedrepError, RecipeError
+from ..errors import RecipeError
 from ..losses.distributed import is_distributed, shutdown_process_group
 from ..methods import build_method, get_method
 from ..recipe import IMAGE_TEXT_SOURCES, dump_recipe
-from .export import export_encoder
 from .module import MethodModule
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,6 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         logger=loggers, default_root_dir=run_dir,
         enable_model_summary=False, num_sanity_val_steps=0,
     )
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    path = Path(run_dir) / "checkpoints" / "last.ckpt"
-    if not path.exists():
-        raise MedrepError("no checkpoint to resume from (expected checkpoints/last.ckpt)", run_dir)
-    return path
 
 
 def _write_skipped(dataset, run_dir: Path) -> None:

@@ -9,7 +9,7 @@ Crop centres are drawn uniformly among voxels whose *preprocessed* intensity exc
 ``min_intensity`` (so crops of the air around a head are not drawn) and whose crop fits wholly in
 the volume. "Held-out" is the caller's choice of volume: use one the encoder was not trained on.
 Intensity follows the encoder's training preprocessing, applied to the whole volume (see
-:mod:`medrep.evaluate.regions`), unless ``intensity`` overrides it (e.g. a CT window).
+:mod:`medrep.evaluate.crops`), unless ``intensity`` overrides it (e.g. a CT window).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr, spearmanr
 
 from ..errors import MedrepError
-from .regions import CropDataset, _resolve_encoder, check_encoder_input, crop_shape_for, encode_crops, scale_volume, voxel_to_mm
+from .crops import CentredCrops, check_encoder_input, crop_shape_for, encode_crops, scale_volume, voxel_to_mm
+from .encoder import resolve_encoder
 from .report import format_table, write_json
 
 METRICS = ("euclidean", "cosine")
@@ -120,7 +121,7 @@ def distance_eval(
     """
     from ..data import read_image
 
-    model, enc_name = _resolve_encoder(encoder, random_init)
+    model, enc_name = resolve_encoder(encoder, random_init)
     sample = read_image(volume)
     vol_dims = sample["image"].ndim - 1
     enc_dims = int(getattr(model, "spatial_dims", vol_dims))
@@ -128,7 +129,7 @@ def distance_eval(
     check_encoder_input(model, crop_shape)
     scaled, used = scale_volume(sample["image"], getattr(model, "preprocess", None), intensity)
     centres = sample_centres(scaled > float(min_intensity), crop_shape, crops, seed)
-    ds = CropDataset(scaled, centres, crop_shape, squeeze=len(crop_shape) != enc_dims)
+    ds = CentredCrops(scaled, centres, crop_shape, squeeze=len(crop_shape) != enc_dims)
     emb = encode_crops(model, ds, batch_size, device, progress)
     geometric = centres - np.array([e // 2 for e in crop_shape]) + (np.array(crop_shape) - 1) / 2.0  # true crop centre
     affine = sample["meta"].get("affine")

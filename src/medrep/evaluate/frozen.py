@@ -14,21 +14,13 @@ import torch
 
 from ..errors import MedrepError
 from ..recipe import DEFAULTS
+from .encoder import resolve_device
 from .features import extract_features, save_features
 from .knn import knn_probe
 from .linear import linear_probe
 from .report import format_table, probe_rows, write_json
 
 PROBES = ("linear", "knn")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise MedrepError(f"not a torch device: {exc}", "--device") from exc
 
 
 def guess_source(path: str | Path) -> str:
@@ -50,7 +42,7 @@ def data_config(
     intensity) so that images are prepared as in pretraining, plus where the data are. ``size``
     overrides the resize (one value is repeated over the spatial axes), for data sets whose
     images differ in size when the encoder was trained without one."""
-    from ..engine.export import read_encoder_info
+    from ..checkpoint import read_encoder_info
 
     data = copy.deepcopy(DEFAULTS["data"])
     if encoder is not None:
@@ -94,6 +86,17 @@ def run_probes(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
     return out
 
 
+def probe_encoder(
+    encoder: torch.nn.Module, data: dict, seeds=(0, 1, 2), fractions=(0.01, 0.1, 1.0), device: str = "auto"
+) -> dict[str, Any]:
+    """The linear probe (at each label fraction, over ``seeds``) and the kNN probe (k=20) of a frozen
+    ``encoder``, trained on ``data``'s train split and scored on its test split: the comparison the
+    demo and the SSL benchmark print, pretrained beside random-init."""
+    train = split_features(encoder, data, "train", device=device)
+    test = split_features(encoder, data, "test", device=device)
+    return run_probes(train, test, {"linear": dict(fractions=fractions, seeds=seeds), "knn": dict(k=20)})
+
+
 def table(results: dict[str, dict[str, Any]], markdown: bool = False) -> str:
     """One row per (encoder, probe, fraction); ``results`` maps an encoder label to run_probes output."""
     rows = []
@@ -115,7 +118,7 @@ def evaluate_frozen(
     out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
-    from ..engine.export import load_encoder
+    from ..checkpoint import load_encoder
 
     encoder = load_encoder(encoder_path, weights=not random_init)
     train = split_features(encoder, data, train_split, batch_size, device)
@@ -133,7 +136,7 @@ def evaluate_frozen(
 
 
 def embed(encoder_path: str | Path, data: dict, split: str, out: str | Path, batch_size: int = 256, device: str = "auto") -> int:
-    from ..engine.export import load_encoder
+    from ..checkpoint import load_encoder
 
     feats, labels = split_features(load_encoder(encoder_path), data, split, batch_size, device)
     save_features(out, feats, labels)

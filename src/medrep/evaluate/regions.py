@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import MedrepError
-from .features import extract_features
+from .crops import CentredCrops, check_encoder_input, crop_shape_for, encode_crops, scale_volume
+from .encoder import resolve_encoder
 from .knn import knn_probe
 from .linear import linear_probe
 from .report import format_table, probe_rows, write_json
@@ -122,105 +122,6 @@ def _as_int_tuple(value: int | Sequence[int], dims: int, what: str) -> tuple[int
     if len(vals) != dims or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in vals):
         raise MedrepError(f"must be a positive integer or {dims} of them, got {value!r}", what)
     return tuple(int(v) for v in vals)
-
-
-def crop_shape_for(volume_dims: int, encoder_dims: int, crop: int, slice_axis: int = 2) -> tuple[int, ...]:
-    """Crop extent per volume axis: ``crop`` everywhere, except 1 along ``slice_axis`` when a 2D
-    encoder reads a 3D volume. A 3D encoder cannot read a 2D image."""
-    if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
-        raise MedrepError(f"crop must be a positive integer, got {crop!r}", "--crop")
-    if encoder_dims == volume_dims:
-        return (int(crop),) * volume_dims
-    if encoder_dims == 2 and volume_dims == 3:
-        if slice_axis not in (0, 1, 2):
-            raise MedrepError(f"must be 0, 1 or 2, got {slice_axis!r}", "--slice-axis")
-        return tuple(1 if a == slice_axis else int(crop) for a in range(3))
-    raise MedrepError(f"a {encoder_dims}D encoder cannot read crops of a {volume_dims}D image", "encoder")
-
-
-def scale_volume(image: torch.Tensor, preprocess: dict[str, Any] | None, override: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-    """Apply the encoder's intensity preprocessing (optionally overridden) to a whole (1, *spatial)
-    image; return the spatial array and the settings used."""
-    from ..data.preprocess import Preprocess
-    from ..recipe import DEFAULTS
-
-    cfg = {k: DEFAULTS["data"][k] for k in ("intensity", "window", "percentiles")}
-    cfg.update({k: v for k, v in (preprocess or {}).items() if k in cfg})
-    cfg.update({k: v for k, v in (override or {}).items() if v is not None})
-    pre = Preprocess(intensity=cfg["intensity"], window=cfg["window"], percentiles=cfg["percentiles"] or (1.0, 99.0))
-    scaled = pre.scale_intensity(image)
-    used = {"intensity": pre.intensity, "size": "not applied (crops are fed at their own size)"}
-    if pre.intensity == "ct_window":
-        used["window"] = [float(w) for w in pre.window]
-    if pre.intensity == "percentile":
-        used["percentiles"] = [float(p) for p in pre.percentiles]
-    return scaled[0].numpy().astype(np.float32, copy=False), used
-
-
-def check_encoder_input(encoder: torch.nn.Module, crop_shape: tuple[int, ...]) -> None:
-    """A fixed-size encoder (ViT ``img_size``) must get crops of its size."""
-    config = getattr(encoder, "config", {}) or {}
-    img = config.get("img_size")
-    if img is None:
-        return
-    dims = getattr(encoder, "spatial_dims", len(crop_shape))
-    sizes = list(crop_shape) if len(crop_shape) == dims else [s for s in crop_shape if s != 1]
-    want = [img] * len(sizes) if isinstance(img, int) else list(img)
-    if list(sizes) != list(want):
-        raise MedrepError(f"the encoder takes inputs of size {img}; crops are {list(sizes)}: set --crop {want[0]}", "--crop")
-
-
-class CropDataset(Dataset):
-    """Crops of ``volume`` (spatial array) at integer ``centres`` (N, dims), cut lazily.
-
-    A crop spans ``[c - e // 2, c - e // 2 + e)`` along each axis (extent ``e``); the volume is
-    padded with ``pad_value`` so every centre inside the volume gives a full crop. Axes of extent
-    1 are squeezed when ``squeeze`` (a 2D patch of a 3D volume). Samples are ``{"image": (1,
-    *crop), "label": int}``.
-    """
-
-    def __init__(self, volume: np.ndarray, centres: np.ndarray, crop_shape: Sequence[int], labels: Sequence[int] | None = None,
-                 squeeze: bool = False, pad_value: float | None = None):
-        self.crop_shape = tuple(int(e) for e in crop_shape)
-        self.half = np.array([e // 2 for e in self.crop_shape])
-        pad_value = float(volume.min()) if pad_value is None else float(pad_value)
-        pad = [(int(h), int(e - h)) for h, e in zip(self.half, self.crop_shape)]
-        self.volume = np.pad(volume.astype(np.float32, copy=False), pad, mode="constant", constant_values=pad_value)
-        self.centres = np.asarray(centres, dtype=np.int64).reshape(-1, volume.ndim)
-        self.labels = np.zeros(len(self.centres), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-        self.squeeze = squeeze
-
-    def __len__(self) -> int:
-        return len(self.centres)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        start = self.centres[i]  # c - e // 2 in the volume is c in the padded one
-        sl = tuple(slice(int(s), int(s) + e) for s, e in zip(start, self.crop_shape))
-        crop = self.volume[sl]
-        if self.squeeze:
-            crop = crop.reshape([e for e in self.crop_shape if e != 1])
-        return {"image": torch.from_numpy(np.ascontiguousarray(crop))[None], "label": torch.tensor(int(self.labels[i]))}
-
-
-def encode_crops(
-    encoder: torch.nn.Module, dataset: CropDataset, batch_size: int = 64, device: str = "auto", progress: bool = True
-) -> np.ndarray:
-    """Frozen features (N, F) of every crop, batched under inference mode in eval mode."""
-    from .frozen import resolve_device
-
-    dev = resolve_device(device)
-    feats, _ = extract_features(encoder.to(dev), dataset, batch_size=batch_size, device=dev, progress=progress)
-    return feats
-
-
-def voxel_to_mm(index: np.ndarray, affine: np.ndarray | None, spacing: Sequence[float]) -> np.ndarray:
-    """Positions in mm of (fractional) voxel indices (N, dims): the affine when known, else index * spacing."""
-    index = np.asarray(index, dtype=np.float64)
-    dims = index.shape[1]
-    if affine is not None:
-        affine = np.asarray(affine, dtype=np.float64)
-        return index @ affine[:3, :dims].T + affine[:3, 3]
-    return index * np.asarray(spacing, dtype=np.float64)[None, :dims]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,14 +233,6 @@ def _load_pair(volume_path, labels_path) -> tuple[dict, np.ndarray]:
     return sample, labels.astype(np.int64)
 
 
-def _resolve_encoder(encoder, random_init: bool) -> tuple[torch.nn.Module, str]:
-    if isinstance(encoder, torch.nn.Module):
-        return encoder, getattr(encoder, "name", type(encoder).__name__)
-    from ..engine.export import load_encoder
-
-    return load_encoder(encoder, weights=not random_init), str(encoder)
-
-
 @dataclass
 class RegionSplit:
     """Labelled crop centres of a volume, train and test from disjoint slabs (see :func:`region_split`)."""
@@ -356,10 +249,10 @@ class RegionSplit:
     class_counts: dict[str, dict[str, int]]
     dropped: dict[str, dict[str, int]]
 
-    def crops(self, part: str, volume: np.ndarray | None = None) -> CropDataset:
+    def crops(self, part: str, volume: np.ndarray | None = None) -> CentredCrops:
         """The ``part`` crops of ``volume`` (default: the unscaled image) with their labels."""
         vol = self.image[0].numpy() if volume is None else volume
-        return CropDataset(vol, self.centres[part], self.crop_shape, self.labels[part], squeeze=len(self.crop_shape) != self.spatial_dims)
+        return CentredCrops(vol, self.centres[part], self.crop_shape, self.labels[part], squeeze=len(self.crop_shape) != self.spatial_dims)
 
 
 def region_split(
@@ -458,7 +351,7 @@ def region_probe(
     Classes with fewer than ``min_count`` train crops are dropped from both splits, and test crops
     of classes absent from training are dropped; both are counted in the result. Returns the result dict (and writes it to ``out``).
     """
-    model, enc_name = _resolve_encoder(encoder, random_init)
+    model, enc_name = resolve_encoder(encoder, random_init)
     split = region_split(volume, labels, label_names, spatial_dims=getattr(model, "spatial_dims", None), **split_options)
     check_encoder_input(model, split.crop_shape)
     enc_dims, crop_shape, class_names = split.spatial_dims, split.crop_shape, split.class_names

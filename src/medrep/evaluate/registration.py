@@ -19,29 +19,6 @@ from ..errors import MedrepError
 from ..recipe import load_recipe
 
 
-def load_method(run_dir: str | Path, map_location: str = "cpu") -> torch.nn.Module:
-    """The whole method of a run (encoder and heads) from ``recipe.yaml`` and ``checkpoints/last.ckpt``,
-    loaded with ``weights_only=True`` (no pickled code)."""
-    from ..engine.train import last_checkpoint
-    from ..methods import build_method
-
-    run_dir = Path(run_dir)
-    recipe_path = run_dir / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise MedrepError("not a run folder (no recipe.yaml)", run_dir)
-    method = build_method(load_recipe(recipe_path))
-    ckpt = last_checkpoint(run_dir)
-    try:
-        state = torch.load(ckpt, map_location=map_location, weights_only=True)["state_dict"]
-    except (RuntimeError, KeyError, OSError, EOFError) as exc:
-        raise MedrepError(f"cannot read the checkpoint: {exc}", ckpt) from exc
-    weights = {k.removeprefix("method."): v for k, v in state.items() if k.startswith("method.")}
-    missing, unexpected = method.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise MedrepError(f"checkpoint does not match the recipe (missing {missing[:5]}, unexpected {unexpected[:5]})", ckpt)
-    return method.eval()
-
-
 def end_point_error(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per pair: mean over valid positions of ``||pred - true||_2`` (voxels); NaN for a pair with none."""
     err = (pred - true).norm(dim=1, keepdim=True)

@@ -127,7 +127,7 @@ def embed_images(method, rows, preprocess_cfg: dict, batch_size: int = 32, devic
 
     from ..data.image_text_dataset import ImageTextDataset, collate_image_text
     from ..data.preprocess import Preprocess
-    from .frozen import resolve_device
+    from .encoder import resolve_device
 
     dev = resolve_device(device)
     dataset = ImageTextDataset(rows, Preprocess.from_config(preprocess_cfg), spatial_dims=preprocess_cfg.get("spatial_dims"), train=False)
@@ -144,7 +144,7 @@ def embed_images(method, rows, preprocess_cfg: dict, batch_size: int = 32, devic
 @torch.no_grad()
 def embed_texts(method, texts: Sequence[str], batch_size: int = 32, device: str = "auto") -> torch.Tensor:
     """Normalised text embeddings, in batches."""
-    from .frozen import resolve_device
+    from .encoder import resolve_device
 
     dev = resolve_device(device)
     method.eval().to(dev)

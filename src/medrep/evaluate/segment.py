@@ -165,11 +165,10 @@ def segment_eval(
 ) -> dict[str, Any]:
     """Fine-tune and score ``encoder`` (a U-Net module, or an exported encoder path loaded with
     ``random_init`` choosing fresh weights) at each label fraction and seed; see the module docs."""
-    from .frozen import resolve_device
-    from .regions import _resolve_encoder
+    from .encoder import resolve_device, resolve_encoder
 
     _check_options(fractions, seeds, steps, batch_size, lr, num_classes)
-    base, enc_name = _resolve_encoder(encoder, random_init)
+    base, enc_name = resolve_encoder(encoder, random_init)
     check_dense(base)
     dims = int(base.spatial_dims)
     _check_items(train, test, num_classes, dims)

@@ -4,7 +4,7 @@ other pairs of the batch pushed apart, by a symmetric InfoNCE on projected embed
 The image encoder is any registered backbone (``model``; 2D or 3D); it is what ``pretrain``
 exports. The text tower is a :class:`~medrep.models.text.TextEncoder` (offline: the packaged
 all-MiniLM-L6-v2 unless ``text_model`` names a local folder) and stays in the checkpoint only, so
-:func:`medrep.evaluate.registration.load_method` rebuilds the whole model for retrieval through
+:func:`medrep.load_method` rebuilds the whole model for retrieval through
 :meth:`ConVIRT.encode_image` and :meth:`ConVIRT.encode_text`.
 """
 

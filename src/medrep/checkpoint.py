@@ -1,8 +1,15 @@
-"""Exported encoders: weights as safetensors plus a JSON of how to rebuild them.
+"""What a run leaves behind, and loading it back without the trainer.
 
-Loading never unpickles: the JSON names a registered backbone and its keyword arguments, and the
-weights are plain tensors. The JSON also records the preprocessing the encoder was trained with,
-so that evaluation prepares images the same way unless told otherwise.
+Two artefacts: the exported encoder (weights as safetensors plus a JSON of how to rebuild it) and
+the run's Lightning checkpoint, from which :func:`load_method` rebuilds the whole method (encoder
+and heads, e.g. a text tower). This module is the library side of medrep, as open_clip keeps its
+model loading apart from its training app: it imports neither Lightning nor :mod:`medrep.engine`,
+so evaluating or embedding with a trained model never pulls in the trainer.
+
+Loading never unpickles: the JSON names a registered backbone and its keyword arguments, the
+weights are plain tensors, and checkpoints are read with ``torch.load(weights_only=True)``. The
+JSON also records the preprocessing the encoder was trained with, so that evaluation prepares
+images the same way unless told otherwise.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
-from ..errors import MedrepError
-from ..models import Backbone, build_backbone
+from . import __version__
+from .errors import MedrepError
+from .models import Backbone, build_backbone
 
 FORMAT = "medrep-encoder"
 PREPROCESS_KEYS = ("size", "intensity", "window", "percentiles", "spatial_dims")
+#: The trainer's LightningModule holds the method as its ``method`` attribute, so the method's
+#: weights are the checkpoint's ``state_dict`` entries under this prefix.
+METHOD_PREFIX = "method."
 
 
 def export_encoder(encoder: Backbone, directory: str | Path, recipe: dict | None = None) -> Path:
@@ -80,3 +90,34 @@ def load_encoder(path: str | Path, weights: bool = True, map_location: str | tor
             raise MedrepError(f"weights do not match the backbone (missing {missing[:5]}, unexpected {unexpected[:5]})", weights_path)
     encoder.preprocess = info.get("preprocess", {})
     return encoder.eval()
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """``checkpoints/last.ckpt`` of a run folder (what ``--resume`` and :func:`load_method` read)."""
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        raise MedrepError("no checkpoint to resume from (expected checkpoints/last.ckpt)", run_dir)
+    return path
+
+
+def load_method(run_dir: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """The whole method of a run (encoder and heads) in eval mode, from ``recipe.yaml`` and
+    ``checkpoints/last.ckpt``, loaded with ``weights_only=True`` (no pickled code)."""
+    from .methods import build_method
+    from .recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise MedrepError("not a run folder (no recipe.yaml)", run_dir)
+    method = build_method(load_recipe(recipe_path))
+    ckpt = last_checkpoint(run_dir)
+    try:
+        state = torch.load(ckpt, map_location=map_location, weights_only=True)["state_dict"]
+    except (RuntimeError, KeyError, OSError, EOFError) as exc:
+        raise MedrepError(f"cannot read the checkpoint: {exc}", ckpt) from exc
+    weights = {k.removeprefix(METHOD_PREFIX): v for k, v in state.items() if k.startswith(METHOD_PREFIX)}
+    missing, unexpected = method.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise MedrepError(f"checkpoint does not match the recipe (missing {missing[:5]}, unexpected {unexpected[:5]})", ckpt)
+    return method.eval()
