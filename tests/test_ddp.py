@@ -11,7 +11,6 @@ import sys
 import torch
 from conftest import make_npz
 
-
 PROBE = """import atexit, sys
 from medrep.losses.distributed import gloo_threads
 atexit.register(lambda: print("gloo threads at exit:", gloo_threads(), file=sys.stderr))
