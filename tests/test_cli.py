@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -5,7 +6,21 @@ import sys
 import pytest
 from conftest import make_npz
 
-from medrep.cli import main
+from medrep.cli import COMMANDS, build_parser, main
+from medrep.cli.evaluate import EVALUATIONS
+
+
+def _subcommands(parser, path=()):
+    """Every (sub)command path of the parser tree, ("evaluate", "linear") and so on, the root included."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subcommands(sub, (*path, name))
+
+
+def _choices(parser) -> list[str]:
+    return next(list(a.choices) for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def test_every_help_is_printed(capsys):
@@ -15,6 +30,44 @@ def test_every_help_is_printed(capsys):
             main(argv)
         assert exit_.value.code == 0
         assert "usage: medrep" in capsys.readouterr().out
+
+
+def test_every_subcommand_help_exits_0(capsys):
+    paths = list(_subcommands(build_parser()))
+    assert ("evaluate", "zeroshot") in paths and ("prepare", "medpix2") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_:
+            main([*path, "--help"])
+        assert exit_.value.code == 0, path
+        assert capsys.readouterr().out.startswith("usage: medrep " + " ".join(path))
+
+
+def test_the_tables_and_the_parser_name_the_same_commands():
+    parser = build_parser()
+    assert _choices(parser) == list(COMMANDS)
+    evaluate = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["evaluate"]
+    assert _choices(evaluate) == list(EVALUATIONS)
+    assert all(callable(getattr(command, "run", None)) for command in COMMANDS.values())
+
+
+def test_shared_options_keep_each_command_default():
+    parser = build_parser()
+    batch = {task: parser.parse_args(["evaluate", task, "--run" if task in ("registration", "retrieval", "zeroshot") else "--encoder",
+                                      "x", *(["--data", "d"] if task == "segment" else [])]).batch_size for task in EVALUATIONS}
+    assert batch == {"linear": 256, "knn": 256, "regions": 64, "distance": 64, "segment": 4, "registration": 8,
+                     "retrieval": 32, "zeroshot": 32}
+    assert parser.parse_args(["embed", "--encoder", "x", "--out", "f.npz"]).batch_size == 256
+    assert parser.parse_args(["demo"]).out == "runs/demo"
+
+
+def test_help_does_not_import_the_heavy_libraries():
+    code = ("import sys\nfrom medrep.cli import main\n"
+            "for argv in (['--help'], ['evaluate', '--help'], ['evaluate', 'segment', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'monai', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_list_names_methods_and_recipes(capsys):

@@ -1,5 +1,5 @@
 """``medrep evaluate retrieval`` and ``medrep evaluate zeroshot``: vision-language runs (encode_image and
-encode_text) scored on image-report retrieval and on naming classes in text. Wired into :mod:`medrep.cli`."""
+encode_text) scored on image-report retrieval and on naming classes in text."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import MedrepError
+from medrep.cli import options
+from medrep.errors import MedrepError
 
 EPILOG_RETRIEVAL = """examples:
   medrep evaluate retrieval --run runs/convirt_medpix --data medpix2 --split dev --out retrieval.json
@@ -27,20 +28,25 @@ every template; the class embedding is the mean of its prompts' embeddings. The 
 --train-split with all its labels and scored on --split, on the same image embeddings."""
 
 
-def _common(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--run", required=True, help="a vision-language run folder (recipe.yaml + checkpoints/last.ckpt)")
-    t.add_argument("--root", help="MedPix 2.0 folder (default: $MEDREP_DATA/medpix2)")
-    t.add_argument("--split", default=None, help="split to score (default: dev for medpix2, else test)")
-    t.add_argument("--size", type=int, nargs="+", help="resize images to this size (default: the run's data.size)")
-    t.add_argument("--batch-size", type=int, default=32, help="studies per batch (default 32)")
-    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    t.add_argument("--out", help="write the result JSON here")
 
 
-def add_retrieval_task(tasks) -> None:
-    t = tasks.add_parser("retrieval", help="image-report retrieval: Recall@K and median rank, both directions",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_RETRIEVAL)
-    _common(t)
+def _common() -> argparse.ArgumentParser:
+    """Where the data is and which split is scored: the same for both evaluations."""
+    p = options.parent()
+    p.add_argument("--root", help="MedPix 2.0 folder (default: $MEDREP_DATA/medpix2)")
+    p.add_argument("--split", default=None, help="split to score (default: dev for medpix2, else test)")
+    return p
+
+
+def _add(tasks, name: str, help: str, epilog: str, own: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return options.command(tasks, name, help, epilog=epilog,
+                           parents=[options.run("a vision-language run folder (recipe.yaml + checkpoints/last.ckpt)"), _common(),
+                                    options.size("resize images to this size (default: the run's data.size)"), own,
+                                    options.batch_size(32, "studies per batch (default 32)"), options.device(), options.output()])
+
+
+def add_retrieval(tasks) -> argparse.ArgumentParser:
+    t = options.parent()
     t.add_argument("--data", help="medpix2, iu_xray, or an image-text manifest (.csv/.jsonl; default: the run's own data)")
     t.add_argument("--field", default="caption", help="medpix2 text: caption (per image), findings, history, diagnosis ...")
     t.add_argument("--annotation", help="iu_xray: R2Gen annotation.json (default: $MEDREP_DATA/iu_xray/annotation.json)")
@@ -48,12 +54,11 @@ def add_retrieval_task(tasks) -> None:
     t.add_argument("--level", choices=["image", "case", "both"], default="both", help="granularity (default both)")
     t.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="K of Recall@K (default 1 5 10)")
     t.add_argument("--skip-bad", action="store_true", help="leave out (and count) studies without text or images")
+    return _add(tasks, "retrieval", "image-report retrieval: Recall@K and median rank, both directions", EPILOG_RETRIEVAL, t)
 
 
-def add_zeroshot_task(tasks) -> None:
-    t = tasks.add_parser("zeroshot", help="zero-shot classification from class prompts, beside a linear probe",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_ZEROSHOT)
-    _common(t)
+def add_zeroshot(tasks) -> argparse.ArgumentParser:
+    t = options.parent()
     t.add_argument("--data", default="medpix2", help="medpix2 (default) or an image-text manifest with a label column")
     t.add_argument("--target", choices=["location", "modality", "plane", "region"], help="medpix2 label (modality: CT/MR, plane, region); "
                                                              "picks the default templates")
@@ -63,6 +68,7 @@ def add_zeroshot_task(tasks) -> None:
     t.add_argument("--min-count", type=int, default=5, help="medpix2: drop classes with fewer training images (default 5)")
     t.add_argument("--temperature", type=float, default=0.1, help="softmax temperature of the AUROC scores (default 0.1)")
     t.add_argument("--no-probe", action="store_true", help="zero-shot only")
+    return _add(tasks, "zeroshot", "zero-shot classification from class prompts, beside a linear probe", EPILOG_ZEROSHOT, t)
 
 
 def _data_root(given: str | None, name: str, option: str) -> str:
@@ -75,8 +81,8 @@ def _data_root(given: str | None, name: str, option: str) -> str:
 
 def _load_run(run: str) -> tuple[Any, dict]:
     """The run's method, checked to embed images and text, and its recipe's data section."""
-    from .checkpoint import load_method
-    from .evaluate.retrieval import check_vlp, run_data_config
+    from medrep.checkpoint import load_method
+    from medrep.evaluate.retrieval import check_vlp, run_data_config
 
     cfg = run_data_config(run)  # refuses a folder without recipe.yaml, naming --run
     method = load_method(run)
@@ -86,8 +92,8 @@ def _load_run(run: str) -> tuple[Any, dict]:
 
 def _pairs(args, cfg: dict) -> tuple[list, dict, str]:
     """(rows, what was read, case_by) for --data, or for the run's own image-text data without it."""
-    from .data.image_text import read_image_text_manifest
-    from .data.image_text_sources import iu_xray_pairs, medpix2_pairs
+    from medrep.data.image_text import read_image_text_manifest
+    from medrep.data.image_text_sources import iu_xray_pairs, medpix2_pairs
 
     data, annotation, image_root = args.data, args.annotation, args.image_root
     if data is None:
@@ -118,7 +124,7 @@ def _in_split(rows: list, split: str) -> list:
 
 
 def _finish(result: dict, out: str | None) -> int:
-    from .results import write_json
+    from medrep.results import write_json
 
     if out:
         write_json(out, result)
@@ -126,9 +132,9 @@ def _finish(result: dict, out: str | None) -> int:
     return 0
 
 
-def cmd_retrieval(args) -> int:
-    from .evaluate.retrieval import evaluate_retrieval, run_data_config
-    from .results import format_table
+def run_retrieval(args) -> int:
+    from medrep.evaluate.retrieval import evaluate_retrieval, run_data_config
+    from medrep.results import format_table
 
     if min(args.ks) < 1:
         raise MedrepError(f"must be positive, got {args.ks}", "--ks")
@@ -147,11 +153,19 @@ def cmd_retrieval(args) -> int:
     return _finish(result | {"run": str(args.run), "data": info, "split": split, "preprocess": cfg}, args.out)
 
 
-def cmd_zeroshot(args) -> int:
-    from .data.image_text import read_image_text_manifest
-    from .evaluate.retrieval import run_data_config
-    from .evaluate.zeroshot import DEFAULT_CLASSES, GENERIC_TEMPLATES, PHRASES, TEMPLATES, check_templates, evaluate_zeroshot, medpix_rows
-    from .results import format_table
+def run_zeroshot(args) -> int:
+    from medrep.data.image_text import read_image_text_manifest
+    from medrep.evaluate.retrieval import run_data_config
+    from medrep.evaluate.zeroshot import (
+        DEFAULT_CLASSES,
+        GENERIC_TEMPLATES,
+        PHRASES,
+        TEMPLATES,
+        check_templates,
+        evaluate_zeroshot,
+        medpix_rows,
+    )
+    from medrep.results import format_table
 
     templates = check_templates(args.templates or TEMPLATES.get(args.target, GENERIC_TEMPLATES))
     if args.data == "medpix2" and args.target is None:

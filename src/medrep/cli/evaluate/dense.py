@@ -1,10 +1,11 @@
-"""`medrep evaluate segment` and `medrep evaluate registration`: the dense evaluations (U-Net encoders, COVER)."""
+"""``medrep evaluate segment`` and ``medrep evaluate registration``: the dense evaluations (U-Net encoders, COVER)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .errors import MedrepError
+from medrep.cli import options
+from medrep.errors import MedrepError
 
 EPILOG_SEGMENT = """examples:
   medrep evaluate segment --encoder runs/unet --data colin27-lobes --out seg/colin27.json
@@ -19,16 +20,16 @@ the training items (2D slices or images; 3D volumes when there are 10 or more), 
 patch positions (3D with fewer volumes). Dice per class skips classes absent from both prediction and
 truth; the mean is over foreground classes."""
 
+EPILOG_REGISTRATION = """examples:
+  medrep evaluate registration --run runs/cover_2d_medpix --split dev --n 64 --plot reg/fields.png --out reg/medpix.json
+  medrep evaluate registration --run runs/cover_3d_colin27 --data runs/headct --n 8
+Pairs are held-out images (or crops) prepared as in the run's recipe, warped by random affine fields drawn as in
+training (fixed --seed). End-point error: mean over valid positions of |predicted - true| (voxels); beside it the
+error of predicting no motion."""
 
-def add_segment_task(tasks) -> None:
-    t = tasks.add_parser("segment", help="fine-tune a U-Net encoder + segmentation head on few labels, score Dice",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_SEGMENT,
-                         description="Dense evaluation: the exported U-Net plus a 1x1 convolution on its full-resolution "
-                                     "decoder features, fine-tuned (Dice + CE, AdamW, random patches) at each label fraction "
-                                     "and seed, then scored by sliding-window inference on the test items (Dice per class).")
-    t.add_argument("--encoder", required=True, help="exported U-Net encoder: a run folder, its encoder/ folder, or encoder.json "
-                                                    "(with --random-init: only its architecture)")
-    t.add_argument("--random-init", action="store_true", help="the encoder's architecture with fresh weights (scratch baseline)")
+
+def add_segment(tasks) -> argparse.ArgumentParser:
+    t = options.parent()
     t.add_argument("--data", required=True, help="colin27-lobes, or a folder of image/mask pairs (see below)")
     t.add_argument("--volumes", help="colin27-lobes: folder with the Colin27 files (default: $MEDREP_DATA/volumes)")
     t.add_argument("--spatial-dims", type=int, choices=[2, 3],
@@ -41,27 +42,34 @@ def add_segment_task(tasks) -> None:
     t.add_argument("--steps", type=int, default=200, help="optimiser steps per run (default 200)")
     t.add_argument("--patch", type=int, help="patch size, a multiple of 16 (default: 256 in 2D, 64 in 3D, capped at the "
                                              "largest image so small slices are taken whole)")
-    t.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     t.add_argument("--frozen-encoder", action="store_true", help="freeze the encoder; train decoder and head only")
-    t.add_argument("--out", help="write the result JSON here")
-    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    encoder = options.encoder("exported U-Net encoder: a run folder, its encoder/ folder, or encoder.json "
+                              "(with --random-init: only its architecture)",
+                              random_init="the encoder's architecture with fresh weights (scratch baseline)")
+    return options.command(tasks, "segment", "fine-tune a U-Net encoder + segmentation head on few labels, score Dice",
+                           epilog=EPILOG_SEGMENT,
+                           description="Dense evaluation: the exported U-Net plus a 1x1 convolution on its full-resolution "
+                                       "decoder features, fine-tuned (Dice + CE, AdamW, random patches) at each label fraction "
+                                       "and seed, then scored by sliding-window inference on the test items (Dice per class).",
+                           parents=[encoder, t, options.batch_size(4, "patches per step (default 4)"), options.device(),
+                                    options.output()])
 
 
-def cmd_segment(args) -> int:
-    from .checkpoint import read_encoder_info
-    from .evaluate.segment import segment_eval
-    from .results import write_json
+def run_segment(args) -> int:
+    from medrep.checkpoint import read_encoder_info
+    from medrep.evaluate.segment import segment_eval
+    from medrep.results import write_json
 
     dims = int(read_encoder_info(args.encoder)[0]["backbone"].get("spatial_dims", 2))
     if args.spatial_dims is not None and args.spatial_dims != dims:
         raise MedrepError(f"the encoder is {dims}D, --spatial-dims asks for {args.spatial_dims}D", "--spatial-dims")
     if args.data == "colin27-lobes":
-        from .data.colin27_lobes import colin27_lobes
+        from medrep.data.colin27_lobes import colin27_lobes
 
         task = colin27_lobes(args.volumes, spatial_dims=dims)
     else:
-        from .data.segmentation import load_segmentation_folder
+        from medrep.data.segmentation import load_segmentation_folder
 
         if args.num_classes is None:
             raise MedrepError("a folder of masks needs the number of classes, background included", "--num-classes")
@@ -81,33 +89,25 @@ def cmd_segment(args) -> int:
     return 0
 
 
-EPILOG_REGISTRATION = """examples:
-  medrep evaluate registration --run runs/cover_2d_medpix --split dev --n 64 --plot reg/fields.png --out reg/medpix.json
-  medrep evaluate registration --run runs/cover_3d_colin27 --data runs/headct --n 8
-Pairs are held-out images (or crops) prepared as in the run's recipe, warped by random affine fields drawn as in
-training (fixed --seed). End-point error: mean over valid positions of |predicted - true| (voxels); beside it the
-error of predicting no motion."""
-
-
-def add_registration_task(tasks) -> None:
-    t = tasks.add_parser("registration", help="COVER diagnostic: end-point error of the predicted displacement field",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_REGISTRATION)
-    t.add_argument("--run", required=True, help="a COVER run folder (recipe.yaml + checkpoints/last.ckpt)")
+def add_registration(tasks) -> argparse.ArgumentParser:
+    t = options.parent()
     t.add_argument("--data", help="held-out images (default: the run's own data, see --split)")
-    t.add_argument("--source", choices=["medmnist", "folder", "manifest"], help="kind of --data (default: guessed)")
+    t.add_argument("--source", choices=options.SOURCES, help="kind of --data (default: guessed)")
     t.add_argument("--split", help="split to draw images from (e.g. test, dev; default: the recipe's)")
     t.add_argument("--n", type=int, default=32, help="images (or crops) to warp (default 32)")
     t.add_argument("--pairs", type=int, default=1, help="random fields per image (default 1)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0, help="seed of the random fields (default 0)")
     t.add_argument("--plot", help="PNG with true and predicted arrows on one pair")
-    t.add_argument("--out", help="write the result JSON here")
+    return options.command(tasks, "registration", "COVER diagnostic: end-point error of the predicted displacement field",
+                           epilog=EPILOG_REGISTRATION,
+                           parents=[options.run("a COVER run folder (recipe.yaml + checkpoints/last.ckpt)"), t,
+                                    options.batch_size(8, "images per batch (default 8)"), options.output()])
 
 
-def cmd_registration(args) -> int:
-    from .checkpoint import load_method
-    from .evaluate.registration import held_out_images, registration_eval
-    from .results import format_table, write_json
+def run_registration(args) -> int:
+    from medrep.checkpoint import load_method
+    from medrep.evaluate.registration import held_out_images, registration_eval
+    from medrep.results import format_table, write_json
 
     if args.n < 1 or args.pairs < 1:
         raise MedrepError("must be at least 1", "--n" if args.n < 1 else "--pairs")
