@@ -1,8 +1,11 @@
 """Recipes: YAML files of nested settings, checked against known keys, overridable as key=value.
 
-A recipe has fixed sections. ``method`` and ``model`` hold free keys that the method or backbone
-constructor checks (its signature is the schema); every other section is closed, so a typo such
-as ``optim.lrr`` fails at once with the list of valid keys instead of being ignored.
+A recipe has fixed sections. ``method`` and ``model`` hold the options of the named method (its
+``Options`` dataclass) or backbone (its builder's parameters); ``augment`` those of
+:class:`~medrep.transforms.ViewAugment`. Their names and values are checked when the recipe is
+loaded, by the same annotations the constructors check (:mod:`medrep.options`); every other
+section is closed. So a typo such as ``optim.lrr`` or ``method.temprature`` fails at once with the
+list of valid keys instead of being ignored or failing only when the run starts.
 """
 
 from __future__ import annotations
@@ -274,7 +277,28 @@ def validate(recipe: dict) -> dict:
     if data["spatial_dims"] is None:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
     data["crops"] = check_crops(data.get("crops"), data["spatial_dims"])
+    _check_options(recipe)
     return recipe
+
+
+def _check_options(recipe: dict) -> None:
+    """``method.*``, ``model.*`` and ``augment.*`` against the registered method's ``Options``, the
+    backbone builder's and ViewAugment's parameters: names and single values, as the constructors
+    check them. Checks across options (channels divisible by groups...) stay with the builder."""
+    from .methods import get_method  # lazy: medrep.data imports this module, and the registries bring in torch
+    from .models import BACKBONES
+    from .options import check_options
+    from .transforms import ViewAugment
+
+    method = dict(recipe["method"])
+    cls = get_method(method.pop("name"))
+    check_options(cls.Options, method, "method.", cls.name)
+    model = dict(recipe["model"])
+    name = model.pop("name", None)
+    if name not in BACKBONES:
+        raise RecipeError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}", "model.name")
+    check_options(BACKBONES[name], model, "model.", name)
+    check_options(ViewAugment, recipe["augment"], "augment.", "augment")
 
 
 def _check_source(data: dict) -> None:

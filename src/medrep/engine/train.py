@@ -97,7 +97,7 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     ours = not is_distributed()  # a group that exists already is the caller's (their own torchrun script) to keep
     pl.seed_everything(t["seed"], workers=True, verbose=False)
     name = recipe["method"]["name"]
-    if getattr(get_method(name), "needs_text", False) and recipe["data"]["source"] not in IMAGE_TEXT_SOURCES:
+    if get_method(name).needs_text and recipe["data"]["source"] not in IMAGE_TEXT_SOURCES:
         raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(IMAGE_TEXT_SOURCES)}, "
                           f"not {recipe['data']['source']!r}", "data.source")
     method = build_method(recipe)

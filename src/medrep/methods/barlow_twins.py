@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import RecipeError
 from ..losses import barlow_twins_loss
 from ..models import Backbone, MLPHead
+from ..options import NonNegativeFloat, PositiveInt
 from .base import Method
 from .registry import register_method
 
@@ -21,26 +22,22 @@ class BarlowTwins(Method):
     processes, so the projector ends in a plain linear layer. ``scale_loss`` multiplies the
     loss (the first official release used 1/32 with lambda 3.9e-3; the paper uses 1)."""
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        lambda_offdiag: float = 5e-3,
-        proj_hidden_dim: int = 2048,
-        proj_dim: int = 2048,
-        proj_layers: int = 3,
-        scale_loss: float = 1.0,
-    ):
-        super().__init__(encoder, augment)
-        for key, value in (("lambda_offdiag", lambda_offdiag), ("scale_loss", scale_loss)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value)) or isinstance(value, bool) or value < 0:
-                raise RecipeError(f"must be a finite number >= 0, got {value!r}", f"method.{key}")
-        for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_dim", proj_dim), ("proj_layers", proj_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise RecipeError(f"must be a positive integer, got {value!r}", f"method.{key}")
-        self.lambda_offdiag = float(lambda_offdiag)
-        self.scale_loss = float(scale_loss)
-        self.projector = MLPHead(encoder.out_dim, proj_hidden_dim, proj_dim, num_layers=proj_layers)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        lambda_offdiag: NonNegativeFloat = 5e-3
+        proj_hidden_dim: PositiveInt = 2048
+        proj_dim: PositiveInt = 2048
+        proj_layers: PositiveInt = 3
+        scale_loss: NonNegativeFloat = 1.0
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.lambda_offdiag = o.lambda_offdiag
+        self.scale_loss = o.scale_loss
+        self.projector = MLPHead(encoder.out_dim, o.proj_hidden_dim, o.proj_dim, num_layers=o.proj_layers)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(batch["image"])

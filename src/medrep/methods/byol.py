@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import RecipeError
 from ..losses import byol_loss
 from ..models import Backbone, MLPHead
+from ..options import Fraction, PositiveInt
 from .base import Method
 from .registry import register_method
 
@@ -23,24 +25,21 @@ class BYOL(Method):
     (``requires_grad=False``, so no optimiser sees it) and ``encoder`` stays the online one,
     which is what gets exported. Both views share one forward, as in SimCLR."""
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        base_momentum: float = 0.99,
-        proj_hidden_dim: int = 4096,
-        proj_dim: int = 256,
-        pred_hidden_dim: int = 4096,
-    ):
-        super().__init__(encoder, augment)
-        if isinstance(base_momentum, bool) or not (isinstance(base_momentum, (int, float)) and 0 <= base_momentum <= 1):
-            raise RecipeError(f"must be a number in [0, 1], got {base_momentum!r}", "method.base_momentum")
-        for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_dim", proj_dim), ("pred_hidden_dim", pred_hidden_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise RecipeError(f"must be a positive integer, got {value!r}", f"method.{key}")
-        self.base_momentum = self.momentum = float(base_momentum)
-        self.projector = MLPHead(encoder.out_dim, proj_hidden_dim, proj_dim)
-        self.predictor = MLPHead(proj_dim, pred_hidden_dim, proj_dim)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        base_momentum: Fraction = 0.99
+        proj_hidden_dim: PositiveInt = 4096
+        proj_dim: PositiveInt = 256
+        pred_hidden_dim: PositiveInt = 4096
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.base_momentum = self.momentum = o.base_momentum
+        self.projector = MLPHead(encoder.out_dim, o.proj_hidden_dim, o.proj_dim)
+        self.predictor = MLPHead(o.proj_dim, o.pred_hidden_dim, o.proj_dim)
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self._ema_step = -1

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,12 @@ from ..losses import clip_loss
 from ..losses.vlp_global import MAX_LOGIT_SCALE
 from ..models import Backbone, MLPHead
 from ..models.text import TextEncoder
+from ..options import Fraction, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from .base import Method
 from .registry import register_method
 
-TEXT_SAMPLING = ("report", "sentence")
+TextSampling = Literal["report", "sentence"]
+TEXT_SAMPLING = get_args(TextSampling)
 #: TextEncoder's error fields -> this method's recipe options
 _TEXT_OPTIONS = {
     "text.model": "method.text_model",
@@ -34,18 +37,6 @@ _TEXT_OPTIONS = {
     "text.trainable_layers": "method.text_trainable_layers",
     "text.pooling": "method.text_pooling",
 }
-
-
-def _positive_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RecipeError(f"must be a positive integer, got {value!r}", where)
-    return value
-
-
-def _flag(value, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise RecipeError(f"must be true or false, got {value!r}", where)
-    return value
 
 
 @register_method("convirt")
@@ -82,50 +73,41 @@ class ConVIRT(Method):
 
     needs_text: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        embed_dim: int = 512,
-        proj_hidden_dim: int = 512,
-        proj_layers: int = 2,
-        text_model: str | None = None,
-        text_trainable_layers: int | str = 2,
-        text_pooling: str = "mean",
-        max_length: int = 128,
-        temperature: float = 0.07,
-        learn_temperature: bool = True,
-        i2t_weight: float = 0.5,
-        gather: bool = True,
-        text_sampling: str = "report",
-    ):
-        super().__init__(encoder, augment)
-        embed_dim = _positive_int(embed_dim, "method.embed_dim")
-        proj_hidden_dim = _positive_int(proj_hidden_dim, "method.proj_hidden_dim")
-        proj_layers = _positive_int(proj_layers, "method.proj_layers")
-        number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-        if not (number and math.isfinite(temperature) and temperature > 0):
-            raise RecipeError(f"must be a positive number, got {temperature!r}", "method.temperature")
-        if isinstance(i2t_weight, bool) or not isinstance(i2t_weight, (int, float)) or not 0 <= i2t_weight <= 1:
-            raise RecipeError(f"must be a number in [0, 1], got {i2t_weight!r}", "method.i2t_weight")
-        if text_sampling not in TEXT_SAMPLING:
-            raise RecipeError(f"must be one of {', '.join(TEXT_SAMPLING)}, got {text_sampling!r}", "method.text_sampling")
-        if text_model is not None and not isinstance(text_model, str):
-            raise RecipeError(f"must be a local model folder, a cached hub name or null, got {text_model!r}", "method.text_model")
-        self.gather = _flag(gather, "method.gather")
-        self.learn_temperature = _flag(learn_temperature, "method.learn_temperature")
-        self.i2t_weight = float(i2t_weight)
-        self.text_sampling = text_sampling
-        self.embed_dim = embed_dim
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        embed_dim: PositiveInt = 512
+        proj_hidden_dim: PositiveInt = 512
+        proj_layers: PositiveInt = 2
+        text_model: str | None = None  # a local model folder or a cached hub name; null: the packaged MiniLM
+        text_trainable_layers: NonNegativeInt | Literal["all", "none"] = 2
+        text_pooling: Literal["mean", "cls"] = "mean"
+        max_length: Annotated[int, Range(ge=2)] = 128  # room for the special tokens
+        temperature: PositiveFloat = 0.07
+        learn_temperature: bool = True
+        i2t_weight: Fraction = 0.5
+        gather: bool = True
+        text_sampling: TextSampling = "report"
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.gather = o.gather
+        self.learn_temperature = o.learn_temperature
+        self.i2t_weight = o.i2t_weight
+        self.text_sampling = o.text_sampling
+        self.embed_dim = o.embed_dim
         try:
-            self.text_encoder = TextEncoder(text_model, max_length=max_length, trainable_layers=text_trainable_layers, pooling=text_pooling)
+            self.text_encoder = TextEncoder(o.text_model, max_length=o.max_length, trainable_layers=o.text_trainable_layers,
+                                            pooling=o.text_pooling)
         except MedrepError as exc:  # name the recipe option, not TextEncoder's argument
             if exc.where not in _TEXT_OPTIONS:
                 raise
             raise RecipeError(str(exc).removeprefix(f"{exc.where}: "), _TEXT_OPTIONS[exc.where]) from exc
-        self.image_projector = MLPHead(encoder.out_dim, proj_hidden_dim, embed_dim, num_layers=proj_layers)
-        self.text_projector = MLPHead(self.text_encoder.out_dim, proj_hidden_dim, embed_dim, num_layers=proj_layers)
-        init = torch.tensor(math.log(1.0 / temperature))
+        self.image_projector = MLPHead(encoder.out_dim, o.proj_hidden_dim, o.embed_dim, num_layers=o.proj_layers)
+        self.text_projector = MLPHead(self.text_encoder.out_dim, o.proj_hidden_dim, o.embed_dim, num_layers=o.proj_layers)
+        init = torch.tensor(math.log(1.0 / o.temperature))
         if self.learn_temperature:
             self.logit_scale = nn.Parameter(init)
         else:  # a buffer: in the checkpoint, never in the optimiser (DDP needs every parameter to get a gradient)

@@ -11,6 +11,8 @@ composed full-resolution field is regressed onto the true one (:func:`~medrep.lo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from ..errors import RecipeError
 from ..losses import cover_loss
 from ..models import Backbone
 from ..models.cover import VectorPyramid
+from ..options import NonNegativeFloat, PositiveInt, Range
 from ..transforms.displacement import CoverViews
 from .base import Method
 from .registry import register_method
@@ -28,12 +31,12 @@ from .registry import register_method
 class COVER(Method):
     """COVER in 2D and 3D on any dense backbone (``model.name: unet``).
 
-    Decisions (METHODS.md, DECIDE and the official code's faults):
+    Decisions (some correct the official code's faults):
 
     - ``neighbourhood`` (default 7, the paper note's best; the code uses 5): the side of the
       window each vector embedding unit searches, at every pyramid level.
     - ``heads`` per level coarse to fine (default 4,4,4,1,1) with ``head_dim`` 8, as the code.
-    - views: spatial ranges default to METHODS.md's (2D rotation 30 deg, scale 0.25-1.75,
+    - views: spatial ranges default to (2D rotation 30 deg, scale 0.25-1.75,
       translation 0.3, shear 8.4 deg; 3D 15 deg, 0.75-1.25, 0.1, 10 deg); ``appearance`` overrides
       the appearance augmentation of view a (keys of ``APPEARANCE_DEFAULTS``). The recipe's
       ``augment`` section is not used: COVER's views are not SimCLR's.
@@ -42,34 +45,35 @@ class COVER(Method):
     - the learning-rate schedule is the engine's (the official code computes one and never uses it).
     """
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        neighbourhood: int = 7,
-        heads: Sequence[int] = (4, 4, 4, 1, 1),
-        head_dim: int = 8,
-        rotate_deg: float | None = None,
-        scale: Sequence[float] | None = None,
-        translate: float | None = None,
-        shear_deg: float | None = None,
-        appearance: dict | None = None,
-        isotropic_scale: bool = False,
-    ):
-        super().__init__(encoder, augment)
-        if not hasattr(encoder, "dense") or not hasattr(encoder, "dense_channels"):
-            raise RecipeError(f"cover needs a dense encoder-decoder backbone (unet), got {encoder.config['name']!r}", "model.name")
-        if appearance is not None and not isinstance(appearance, dict):
-            raise RecipeError(f"must be a mapping of appearance options or null, got {appearance!r}", "method.appearance")
+    needs_dense: ClassVar[bool] = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        neighbourhood: Annotated[int, Range(ge=3)] = 7  # odd: VectorPyramid checks
+        heads: Sequence[PositiveInt] = (4, 4, 4, 1, 1)
+        head_dim: PositiveInt = 8
+        # spatial ranges of the views; null: COVER's defaults for the encoder's spatial_dims
+        rotate_deg: NonNegativeFloat | None = None
+        scale: float | Sequence[float] | None = None
+        translate: NonNegativeFloat | None = None
+        shear_deg: Annotated[float, Range(ge=0, lt=90)] | None = None
+        appearance: dict | None = None
+        isotropic_scale: bool = False
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
         try:
-            self.cover_views = CoverViews(encoder.spatial_dims, rotate_deg=rotate_deg, scale=scale, translate=translate,
-                                          shear_deg=shear_deg, appearance=appearance, isotropic_scale=isotropic_scale)
+            self.cover_views = CoverViews(encoder.spatial_dims, rotate_deg=o.rotate_deg, scale=o.scale, translate=o.translate,
+                                          shear_deg=o.shear_deg, appearance=o.appearance, isotropic_scale=o.isotropic_scale)
         except RecipeError as exc:  # the views name their own option; the recipe user needs method.<option>
             message = str(exc).removeprefix(f"{exc.where}: ")
             raise RecipeError(message, f"method.{exc.where}") from exc
         except (TypeError, ValueError) as exc:
             raise RecipeError(str(exc), "method") from exc
-        self.pyramid = VectorPyramid(encoder.spatial_dims, tuple(encoder.dense_channels), tuple(heads), head_dim, neighbourhood)
+        self.pyramid = VectorPyramid(encoder.spatial_dims, tuple(encoder.dense_channels), tuple(o.heads), o.head_dim, o.neighbourhood)
 
     def predict(self, view_b: torch.Tensor, view_a: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Predicted field (view b reads view a at p + flow(p)) and both views' dense features."""

@@ -14,41 +14,24 @@ The word helpers here (:func:`word_pooling`, :func:`text_features`) are shared w
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError, RecipeError
+from ..errors import DataError
 from ..losses import clip_loss, gloria_local_loss
 from ..losses.vlp_global import MAX_LOGIT_SCALE
 from ..models import Backbone
 from ..models.text import TextEncoder, WordSpan
+from ..options import NonNegativeFloat, PositiveFloat, PositiveInt
 from .convirt import ConVIRT
 from .registry import register_method
 
-LOCAL_AGGREGATIONS = ("sum", "mean")
-
-
-def positive_number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise RecipeError(f"must be a positive number, got {value!r}", where)
-    return float(value)
-
-
-def weight(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise RecipeError(f"must be a number >= 0, got {value!r}", where)
-    return float(value)
-
-
-def choice(value, options: Sequence[str], where: str) -> str:
-    if value not in options:
-        raise RecipeError(f"must be one of {', '.join(options)}, got {value!r}", where)
-    return value
+LocalAggregation = Literal["sum", "mean"]
+LOCAL_AGGREGATIONS = get_args(LocalAggregation)
 
 
 def word_pooling(spans: list[list[WordSpan]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,40 +99,32 @@ class GLoRIA(ConVIRT):
     - logged: ``loss_global``, ``loss_local``, ``i2t_acc``, ``logit_scale``.
     """
 
-    needs_text: ClassVar[bool] = True
+    needs_local_features: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        embed_dim: int = 768,
-        proj_hidden_dim: int = 512,
-        proj_layers: int = 1,
-        text_model: str | None = None,
-        text_trainable_layers: int | str = 2,
-        text_pooling: str = "mean",
-        max_length: int = 128,
-        temperature: float = 0.1,
-        learn_temperature: bool = False,
-        gather: bool = True,
-        text_sampling: str = "report",
-        local_weight: float = 1.0,
-        temp_attention: float = 4.0,
-        temp_similarity: float = 5.0,
-        temp_local: float = 10.0,
-        local_agg: str = "sum",
-    ):
-        super().__init__(encoder, augment, embed_dim, proj_hidden_dim, proj_layers, text_model, text_trainable_layers, text_pooling,
-                         max_length, temperature, learn_temperature, 0.5, gather, text_sampling)
-        self.local_weight = weight(local_weight, "method.local_weight")
-        self.temps = tuple(positive_number(v, f"method.{k}") for k, v in
-                           (("temp_attention", temp_attention), ("temp_similarity", temp_similarity), ("temp_local", temp_local)))
-        self.local_agg = choice(local_agg, LOCAL_AGGREGATIONS, "method.local_agg")
-        if encoder.local_dim is None:
-            raise RecipeError(f"gloria needs sub-region features, which {encoder.config['name']} lacks; use a resnet, vit or densenet121",
-                              "model.name")
-        self.region_projector = nn.Linear(encoder.local_dim, embed_dim, bias=False)
-        self.word_projector = nn.Linear(self.text_encoder.out_dim, embed_dim, bias=False)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(ConVIRT.Options):
+        embed_dim: PositiveInt = 768
+        proj_layers: PositiveInt = 1
+        temperature: PositiveFloat = 0.1
+        learn_temperature: bool = False
+        # not an option: GLoRIA's global loss weighs both directions alike
+        i2t_weight: float = field(default=0.5, init=False)
+        local_weight: NonNegativeFloat = 1.0
+        temp_attention: PositiveFloat = 4.0
+        temp_similarity: PositiveFloat = 5.0
+        temp_local: PositiveFloat = 10.0
+        local_agg: LocalAggregation = "sum"
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.local_weight = o.local_weight
+        self.temps = (o.temp_attention, o.temp_similarity, o.temp_local)
+        self.local_agg = o.local_agg
+        self.region_projector = nn.Linear(encoder.local_dim, o.embed_dim, bias=False)
+        self.word_projector = nn.Linear(self.text_encoder.out_dim, o.embed_dim, bias=False)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         texts = self._texts(batch)

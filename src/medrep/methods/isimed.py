@@ -9,15 +9,16 @@ capture what it shows. Each batch holds K random crops of each of B images (``da
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..errors import DataError, RecipeError
+from ..errors import DataError
 from ..losses import isimed_loss
-from ..losses.isimed import PAIRS
 from ..models import Backbone
+from ..options import NonNegativeFloat, PositiveFloat, PositiveInt
 from .base import Method
 from .registry import register_method
 
@@ -28,7 +29,7 @@ class ISImed(Method):
 
     Kept from the official code: no projector, the backbone output is the embedding (3D default
     backbone MONAI DenseNet-121, 1024-d, on 32^3 crops, 16 crops per volume; 2D: ResNet-18);
-    ``MSE(cdist(z, z), cdist(c, c))``. Our decisions (METHODS.md, DECIDE):
+    ``MSE(cdist(z, z), cdist(c, c))``. Our decisions:
 
     - distances in mm: crop centres come from each file's affine (or ``index * spacing``), so
       anisotropic voxels and differently sampled scans are handled; 2D files without a physical
@@ -57,38 +58,25 @@ class ISImed(Method):
       only the intensity, blur and noise parts of ``augment``, per crop, without gradients.
     """
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        distance_scale: float = 10.0,
-        pairs: str = "same_image",
-        var_weight: float = 0.0,
-        var_target: float | None = None,
-        embed_dim: int | None = None,
-        intensity_augment: bool = False,
-        gather: bool = True,
-    ):
-        super().__init__(encoder, augment)
-        if isinstance(distance_scale, bool) or not isinstance(distance_scale, (int, float)) or not (
-            math.isfinite(distance_scale) and distance_scale > 0
-        ):
-            raise RecipeError(f"must be a positive number (mm per embedding unit), got {distance_scale!r}", "method.distance_scale")
-        if pairs not in PAIRS:
-            raise RecipeError(f"must be one of {', '.join(PAIRS)}, got {pairs!r}", "method.pairs")
-        if isinstance(var_weight, bool) or not isinstance(var_weight, (int, float)) or not (math.isfinite(var_weight) and var_weight >= 0):
-            raise RecipeError(f"must be a finite number >= 0, got {var_weight!r}", "method.var_weight")
-        if var_target is not None and (isinstance(var_target, bool) or not isinstance(var_target, (int, float)) or not var_target > 0):
-            raise RecipeError(f"must be a positive number or null, got {var_target!r}", "method.var_target")
-        if embed_dim is not None and (not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim < 1):
-            raise RecipeError(f"must be a positive integer or null, got {embed_dim!r}", "method.embed_dim")
-        for key, value in (("intensity_augment", intensity_augment), ("gather", gather)):
-            if not isinstance(value, bool):
-                raise RecipeError(f"must be true or false, got {value!r}", f"method.{key}")
-        self.options = dict(distance_scale=float(distance_scale), pairs=pairs, var_weight=float(var_weight),
-                            var_target=None if var_target is None else float(var_target), gather=gather)
-        self.head = nn.Linear(encoder.out_dim, embed_dim) if embed_dim is not None else nn.Identity()
-        self.intensity_augment = intensity_augment
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        distance_scale: PositiveFloat = 10.0  # mm per embedding unit
+        pairs: Literal["same_image", "all"] = "same_image"
+        var_weight: NonNegativeFloat = 0.0
+        var_target: PositiveFloat | None = None
+        embed_dim: PositiveInt | None = None
+        intensity_augment: bool = False
+        gather: bool = True
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self._loss_options = dict(distance_scale=o.distance_scale, pairs=o.pairs, var_weight=o.var_weight,
+                                  var_target=o.var_target, gather=o.gather)
+        self.head = nn.Linear(encoder.out_dim, o.embed_dim) if o.embed_dim is not None else nn.Identity()
+        self.intensity_augment = o.intensity_augment
 
     @torch.no_grad()
     def _intensity(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,4 +99,4 @@ class ISImed(Method):
         if self.intensity_augment and self.augment is not None:
             x = self._intensity(x)
         z = self.embed(x)
-        return isimed_loss(z, coords, batch["group"], **self.options)
+        return isimed_loss(z, coords, batch["group"], **self._loss_options)

@@ -13,7 +13,8 @@ losses are in :mod:`medrep.losses.vlp_global` and :mod:`medrep.losses.vlp_local`
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
@@ -22,11 +23,13 @@ from ..errors import RecipeError
 from ..losses import clip_loss, mgca_prototype_loss, mgca_token_loss, mgca_token_weights
 from ..models import Backbone, MLPHead
 from ..models.text import _find_layers
-from .convirt import ConVIRT, _flag, _positive_int
-from .gloria import choice, i2t_accuracy, positive_number, text_features, weight
+from ..options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from .convirt import ConVIRT
+from .gloria import i2t_accuracy, text_features
 from .registry import register_method
 
-TOKEN_WEIGHTS = ("attention", "uniform")
+TokenWeights = Literal["attention", "uniform"]
+TOKEN_WEIGHTS = get_args(TokenWeights)
 
 
 def _zero_grad(x: torch.Tensor) -> torch.Tensor:
@@ -75,64 +78,49 @@ class MGCA(ConVIRT):
     - text: MGCA's report feature is BERT's [CLS] (``text_pooling: cls``); ``mean`` is MiniLM's.
     """
 
-    needs_text: ClassVar[bool] = True
+    needs_local_features: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        embed_dim: int = 128,
-        proj_hidden_dim: int = 2048,
-        proj_layers: int = 2,
-        last_bn: bool = True,
-        text_model: str | None = None,
-        text_trainable_layers: int | str = 2,
-        text_pooling: str = "mean",
-        max_length: int = 128,
-        temperature: float = 0.07,
-        learn_temperature: bool = False,
-        gather: bool = True,
-        text_sampling: str = "report",
-        local_temperature: float = 0.1,
-        bidirectional: bool = True,
-        word_weights: str = "attention",
-        patch_weights: str = "attention",
-        num_prototypes: int = 500,
-        epsilon: float = 0.05,
-        sinkhorn_iters: int = 3,
-        proto_temperature: float = 0.2,
-        freeze_prototypes_steps: int = 0,
-        instance_weight: float = 1.0,
-        token_weight: float = 1.0,
-        prototype_weight: float = 1.0,
-    ):
-        super().__init__(encoder, augment, embed_dim, proj_hidden_dim, proj_layers, text_model, text_trainable_layers, text_pooling,
-                         max_length, temperature, learn_temperature, 0.5, gather, text_sampling)
-        if encoder.local_dim is None:
-            raise RecipeError(f"mgca needs sub-region features, which {encoder.config['name']} lacks; use a resnet, vit or densenet121",
-                              "model.name")
-        self.local_temperature = positive_number(local_temperature, "method.local_temperature")
-        self.bidirectional = _flag(bidirectional, "method.bidirectional")
-        self.word_weights = choice(word_weights, TOKEN_WEIGHTS, "method.word_weights")
-        self.patch_weights = choice(patch_weights, TOKEN_WEIGHTS, "method.patch_weights")
-        self.epsilon = positive_number(epsilon, "method.epsilon")
-        if isinstance(sinkhorn_iters, bool) or not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 0:
-            raise RecipeError(f"must be an integer >= 0, got {sinkhorn_iters!r}", "method.sinkhorn_iters")
-        self.sinkhorn_iters = sinkhorn_iters
-        self.proto_temperature = positive_number(proto_temperature, "method.proto_temperature")
-        if isinstance(freeze_prototypes_steps, bool) or not isinstance(freeze_prototypes_steps, int) or freeze_prototypes_steps < 0:
-            raise RecipeError(f"must be an integer >= 0, got {freeze_prototypes_steps!r}", "method.freeze_prototypes_steps")
-        self.freeze_prototypes_steps = freeze_prototypes_steps
-        self.loss_weights = tuple(weight(v, f"method.{k}") for k, v in
-                                  (("instance_weight", instance_weight), ("token_weight", token_weight),
-                                   ("prototype_weight", prototype_weight)))
-        last_bn = _flag(last_bn, "method.last_bn")
-        heads = dict(hidden_dim=proj_hidden_dim, out_dim=embed_dim, num_layers=proj_layers, last_bn=last_bn)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(ConVIRT.Options):
+        embed_dim: PositiveInt = 128
+        proj_hidden_dim: PositiveInt = 2048
+        learn_temperature: bool = False
+        # not an option: the instance loss weighs both directions alike (MGCA adds them)
+        i2t_weight: float = field(default=0.5, init=False)
+        last_bn: bool = True
+        local_temperature: PositiveFloat = 0.1
+        bidirectional: bool = True
+        word_weights: TokenWeights = "attention"
+        patch_weights: TokenWeights = "attention"
+        num_prototypes: PositiveInt = 500
+        epsilon: PositiveFloat = 0.05
+        sinkhorn_iters: NonNegativeInt = 3
+        proto_temperature: PositiveFloat = 0.2
+        freeze_prototypes_steps: NonNegativeInt = 0
+        instance_weight: NonNegativeFloat = 1.0
+        token_weight: NonNegativeFloat = 1.0
+        prototype_weight: NonNegativeFloat = 1.0
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.local_temperature = o.local_temperature
+        self.bidirectional = o.bidirectional
+        self.word_weights = o.word_weights
+        self.patch_weights = o.patch_weights
+        self.epsilon = o.epsilon
+        self.sinkhorn_iters = o.sinkhorn_iters
+        self.proto_temperature = o.proto_temperature
+        self.freeze_prototypes_steps = o.freeze_prototypes_steps
+        self.loss_weights = (o.instance_weight, o.token_weight, o.prototype_weight)
+        heads = dict(hidden_dim=o.proj_hidden_dim, out_dim=o.embed_dim, num_layers=o.proj_layers, last_bn=o.last_bn)
         self.image_projector = MLPHead(encoder.out_dim, **heads)  # ConVIRT's, with MGCA's last BatchNorm
         self.text_projector = MLPHead(self.text_encoder.out_dim, **heads)
         self.patch_projector = MLPHead(encoder.local_dim, **heads)
         self.word_projector = MLPHead(self.text_encoder.out_dim, **heads)
-        self.prototypes = nn.Linear(embed_dim, _positive_int(num_prototypes, "method.num_prototypes"), bias=False)
+        self.prototypes = nn.Linear(o.embed_dim, o.num_prototypes, bias=False)
         self._steps_done = 0
         self._attention_input: torch.Tensor | None = None
         self._attention_site: list[nn.Module] = []  # a list: not registered a second time as a submodule

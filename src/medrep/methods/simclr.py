@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
-from ..errors import RecipeError
 from ..losses import nt_xent
 from ..models import Backbone, MLPHead
+from ..options import PositiveFloat, PositiveInt
 from .base import Method
 from .registry import register_method
 
@@ -17,20 +20,20 @@ class SimCLR(Method):
     """Both views go through the encoder in one batch, so BatchNorm sees 2B samples, as in the
     paper's global BN; the loss gathers the projections of all processes for 2(BW-1) negatives."""
 
-    def __init__(
-        self,
-        encoder: Backbone,
-        augment: nn.Module | None = None,
-        temperature: float = 0.1,
-        proj_hidden_dim: int = 2048,
-        proj_dim: int = 128,
-        proj_layers: int = 2,
-    ):
-        super().__init__(encoder, augment)
-        if temperature <= 0:
-            raise RecipeError(f"must be positive, got {temperature}", "method.temperature")
-        self.temperature = temperature
-        self.projector = MLPHead(encoder.out_dim, proj_hidden_dim, proj_dim, num_layers=proj_layers)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        temperature: PositiveFloat = 0.1
+        proj_hidden_dim: PositiveInt = 2048
+        proj_dim: PositiveInt = 128
+        proj_layers: PositiveInt = 2
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.temperature = o.temperature
+        self.projector = MLPHead(encoder.out_dim, o.proj_hidden_dim, o.proj_dim, num_layers=o.proj_layers)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(batch["image"])

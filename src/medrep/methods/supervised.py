@@ -4,25 +4,35 @@ benchmark's "supervised" row differs from theirs only in the signal it learns fr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated, Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError, RecipeError
+from ..errors import DataError
 from ..models import Backbone
+from ..options import Range
 from .base import Method
 from .registry import register_method
 
 
 @register_method("supervised")
 class Supervised(Method):
-    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, num_classes: int = 2, augment_views: bool = True):
-        super().__init__(encoder, augment)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise RecipeError(f"must be an integer >= 2, got {num_classes!r}", "method.num_classes")
-        self.num_classes = num_classes
-        self.augment_views = augment_views
-        self.head = nn.Linear(encoder.out_dim, num_classes)
+    @dataclass(frozen=True, kw_only=True)
+    class Options(Method.Options):
+        num_classes: Annotated[int, Range(ge=2)] = 2
+        augment_views: bool = True
+
+    options: Options
+
+    def __init__(self, encoder: Backbone, augment: nn.Module | None = None, **options: Any):
+        super().__init__(encoder, augment, **options)
+        o = self.options
+        self.num_classes = o.num_classes
+        self.augment_views = o.augment_views
+        self.head = nn.Linear(encoder.out_dim, o.num_classes)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         label = batch.get("label")

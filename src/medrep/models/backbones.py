@@ -4,14 +4,15 @@ ResNets, the ViT and DenseNet-121 also give their sub-region features (``Backbon
 at once with ``Backbone.forward_with_local``) for the word-region losses of GLoRIA and MGCA.
 
 Every backbone keeps the keyword arguments it was built with in ``config`` so that an exported
-encoder can be rebuilt from a JSON file (no pickled code) by :func:`build_backbone`.
+encoder can be rebuilt from a JSON file (no pickled code) by :func:`build_backbone`. A builder's
+options (``model.*``) are its parameters, typed with :mod:`medrep.options` annotations and checked
+on every call (:func:`register_backbone` wraps it with :func:`medrep.options.checked`).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +20,17 @@ from monai.networks import nets
 from torch import nn
 
 from ..errors import RecipeError
+from ..options import Fraction, PositiveFloat, PositiveInt, check_names, checked
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {}
+SpatialDims = Literal[2, 3]
 
 
 def register_backbone(name: str):
+    """Register a builder ``(**options) -> Backbone`` whose every parameter has a typed default."""
+
     def wrap(fn):
+        fn = checked("model.")(fn)
         BACKBONES[name] = fn
         return fn
 
@@ -99,12 +105,12 @@ def _resnet_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def _resnet(depth: int):
     def build(
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        conv1_t_size: int = 7,
-        conv1_t_stride: int = 2,
+        spatial_dims: SpatialDims = 2,
+        in_channels: PositiveInt = 1,
+        conv1_t_size: PositiveInt = 7,
+        conv1_t_stride: PositiveInt = 2,
         no_max_pool: bool = False,
-        widen_factor: float = 1.0,
+        widen_factor: PositiveFloat = 1.0,
     ) -> Backbone:
         """MONAI ResNet without its classifier; stem options keep MONAI's names. For 28 px
         images a 3x3 stride-1 stem (with or without the max-pool) keeps spatial detail that the
@@ -148,15 +154,15 @@ def _vit_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 @register_backbone("vit")
 def vit(
-    spatial_dims: int = 2,
-    in_channels: int = 1,
-    img_size: int | list[int] = 224,
-    patch_size: int | list[int] = 16,
-    hidden_size: int = 384,
-    mlp_dim: int = 1536,
-    num_layers: int = 12,
-    num_heads: int = 6,
-    dropout_rate: float = 0.0,
+    spatial_dims: SpatialDims = 2,
+    in_channels: PositiveInt = 1,
+    img_size: PositiveInt | Sequence[PositiveInt] = 224,
+    patch_size: PositiveInt | Sequence[PositiveInt] = 16,
+    hidden_size: PositiveInt = 384,
+    mlp_dim: PositiveInt = 1536,
+    num_layers: PositiveInt = 12,
+    num_heads: PositiveInt = 6,
+    dropout_rate: Fraction = 0.0,
 ) -> Backbone:
     """MONAI ViT with a [CLS] token; defaults are ViT-S/16. ``img_size`` must equal the input size."""
     net = nets.ViT(
@@ -174,7 +180,7 @@ def vit(
 
 
 @register_backbone("densenet121")
-def densenet121(spatial_dims: int = 3, in_channels: int = 1) -> Backbone:
+def densenet121(spatial_dims: SpatialDims = 3, in_channels: PositiveInt = 1) -> Backbone:
     """MONAI DenseNet-121 with global pooling, 1024-d (ISImed's default encoder)."""
     net = nets.DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1)
     net.class_layers.out = nn.Identity()
@@ -194,8 +200,5 @@ def build_backbone(config: dict[str, Any]) -> Backbone:
     name = config.pop("name", None)
     if name not in BACKBONES:
         raise RecipeError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}", "model.name")
-    params = inspect.signature(BACKBONES[name]).parameters
-    for key in config:
-        if key not in params:
-            raise RecipeError(f"{name} takes no option {key!r}; options: {', '.join(params)}", f"model.{key}")
+    check_names(BACKBONES[name], config, "model.", name)
     return BACKBONES[name](**config)

@@ -18,7 +18,8 @@ from monai.networks.layers.factories import Pool
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .backbones import Backbone, register_backbone
+from ..options import NonNegativeFloat, PositiveInt
+from .backbones import Backbone, SpatialDims, register_backbone
 
 LEVELS = 5
 FACTOR = 2 ** (LEVELS - 1)
@@ -116,41 +117,29 @@ class UNetBackbone(Backbone):
         return self.decoder(self.encoder(x))
 
 
-def _positive_int(v, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise RecipeError(f"must be a positive integer, got {v!r}", where)
-    return v
-
-
 @register_backbone("unet")
 def unet(
-    spatial_dims: int = 2,
-    in_channels: int = 1,
-    channels: list[int] | tuple = (32, 64, 128, 256, 512),
-    groups: int = 8,
-    negative_slope: float = 0.2,
+    spatial_dims: SpatialDims = 2,
+    in_channels: PositiveInt = 1,
+    channels: Sequence[PositiveInt] = (32, 64, 128, 256, 512),
+    groups: PositiveInt = 8,
+    negative_slope: NonNegativeFloat = 0.2,
 ) -> UNetBackbone:
     """COVER's U-Net: double 3x3(x3) conv + GroupNorm(``groups``) + LeakyReLU per stage, five
     stages down and four up; the decoder mirrors ``channels``. He-normal conv init, as the
     official code. (The official GroupNorm uses groups of 8 channels, i.e. ``channels // 8``
     groups; here ``groups`` is the number of groups, the same for every layer.)"""
-    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
-        raise RecipeError(f"must be 2 or 3, got {spatial_dims!r}", "model.spatial_dims")
-    _positive_int(in_channels, "model.in_channels")
-    groups = _positive_int(groups, "model.groups")
-    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) != LEVELS:
+    if len(channels) != LEVELS:
         raise RecipeError(f"must be a list of {LEVELS} channel counts, got {channels!r}", "model.channels")
-    chans = [_positive_int(c, "model.channels") for c in channels]
+    chans = list(channels)
     bad = [c for c in chans if c % groups]
     if bad:
         raise RecipeError(f"every channel count must be divisible by groups={groups}; {bad} are not", "model.channels")
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
-        raise RecipeError(f"must be a number >= 0, got {negative_slope!r}", "model.negative_slope")
-    encoder = UNetEncoder(spatial_dims, in_channels, chans, groups, float(negative_slope))
-    decoder = UNetDecoder(spatial_dims, chans, groups, float(negative_slope))
+    encoder = UNetEncoder(spatial_dims, in_channels, chans, groups, negative_slope)
+    decoder = UNetDecoder(spatial_dims, chans, groups, negative_slope)
     for m in (*encoder.modules(), *decoder.modules()):
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight)
     config = dict(name="unet", spatial_dims=spatial_dims, in_channels=in_channels, channels=chans, groups=groups,
-                  negative_slope=float(negative_slope))
+                  negative_slope=negative_slope)
     return UNetBackbone(encoder, decoder, config)
