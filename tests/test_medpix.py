@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from medrep.cli import main
-from medrep.data.manifest import ManifestDataset
-from medrep.data.medpix import TARGETS, medpix_manifest, read_splits, report_table, write_medpix_manifest
+from medrep.data.datasets.manifest import ManifestDataset
+from medrep.data.sources.medpix2 import TARGETS, medpix_manifest, read_splits, report_table, write_medpix_manifest
 from medrep.engine.export import export_encoder
 from medrep.errors import MedrepError
 from medrep.models import build_backbone

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from medrep.cli import main
-from medrep.data.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
-from medrep.data.segmentation import SegItem, find_pairs, load_segmentation_folder
+from medrep.data.datasets.segmentation import SegItem, find_pairs, load_segmentation_folder
+from medrep.data.sources.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
 from medrep.data.synthetic import write_nifti, write_png
 from medrep.engine.export import export_encoder
 from medrep.errors import DataError, MedrepError

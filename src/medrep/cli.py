@@ -21,7 +21,8 @@ Any recipe value is set with section.key=value (the value is read as YAML)."""
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data path: a MedMNIST .npz, an image folder or a manifest (default: the encoder's "
                                   "recipe, else the packaged PneumoniaMNIST; $MEDREP_DATA is searched first)")
-    p.add_argument("--source", choices=["medmnist", "folder", "manifest"], help="kind of --data (default: medmnist)")
+    p.add_argument("--source", help="kind of --data: an image source (medmnist, folder, manifest, or another one registered "
+                                     "in medrep.data.sources; default: guessed from --data, else medmnist)")
     p.add_argument("--train-split", default="train", help="split the probe is fitted on (default: train)")
     p.add_argument("--test-split", default="test", help="split the probe is scored on (default: test)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size for feature extraction")
@@ -261,7 +262,7 @@ def _cmd_evaluate_spatial(args) -> int:
 def _cmd_prepare(args) -> int:
     import os
 
-    from .data.medpix import report_table, write_medpix_manifest
+    from .data.sources.medpix2 import report_table, write_medpix_manifest
     from .errors import MedrepError
     from .results import write_json
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError, RecipeError
-from ..recipe import check_crops
+from ...errors import DataError, RecipeError
+from .crop_config import check_crops
 
 log = logging.getLogger(__name__)
 

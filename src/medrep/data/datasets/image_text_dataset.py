@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ...errors import DataError
+from ..io.readers import read_image
+from ..io.reports import clean_text, split_sentences
 from .image_text import ImageTextRow
-from .readers import read_image
-from .reports import clean_text, split_sentences
 
 Sample = dict[str, Any]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .dicom import read_dicom, read_dicom_series
 from .sample import make_sample
 
