@@ -156,6 +156,12 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise RecipeError(f"no such recipe file or bundled recipe (bundled: {', '.join(bundled_recipes())})", name_or_path)
 
 
+def _defaults() -> dict:
+    """:data:`DEFAULTS`, plus the ``data`` keys of sources registered after this module was imported."""
+    late = {key: value for key, value in source_options().items() if key not in DEFAULTS["data"]}
+    return {**DEFAULTS, "data": {**DEFAULTS["data"], **late}} if late else DEFAULTS
+
+
 def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults, then the recipe file (or dict), then ``key=value`` overrides; checked and resolved."""
     if source is None:
@@ -170,7 +176,7 @@ def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | 
             raise RecipeError(f"not valid YAML: {exc}", path) from exc
         if not isinstance(user, dict):
             raise RecipeError("a recipe must be a mapping of sections", path)
-    recipe = _merge(DEFAULTS, user)
+    recipe = _merge(_defaults(), user)
     for text in overrides:
         parts, value = parse_override(text)
         recipe = _merge(recipe, _nest(parts, value))
