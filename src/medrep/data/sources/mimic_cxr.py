@@ -66,7 +66,7 @@ def mimic_cxr_pairs(
     """MIMIC-CXR(-JPG): images ``ROOT/files/pXX/pN/sM/*.jpg`` (or .dcm), reports ``.../sM.txt``.
 
     Reports may live in another tree with the same layout (``reports_root``, as in the separate
-    MIMIC-CXR reports download). The text is :func:`~medrep.data.reports.report_text` of the
+    MIMIC-CXR reports download). The text is :func:`~medrep.data.io.reports.report_text` of the
     report for ``sections``. Splits come from ``ROOT/mimic-cxr-2.0.0-split.csv(.gz)`` (studies
     it does not list are left out and counted); without it every study is "train".
     """

@@ -11,7 +11,7 @@ module of the package whose name does not start with ``_`` is imported when the 
 adding a source is adding one file. Three kinds, each with its own builder:
 
 - ``image``: ``images(data, split, **common)`` returns a Dataset of image samples
-  (:mod:`medrep.data.io.sample`), batched with :func:`~medrep.data.collate`. ``common`` holds
+  (:mod:`medrep.data.io.sample`), batched with :func:`~medrep.data.datasets.collate`. ``common`` holds
   ``preprocess``, ``transform``, ``spatial_dims``, ``skip_bad`` and ``cache``; ``data.crops`` wraps
   the result in a crop dataset without the source knowing.
 - ``image_text``: ``pairs(path, data)`` returns ``(rows, report)``: the studies as
