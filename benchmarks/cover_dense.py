@@ -45,7 +45,7 @@ def hemisphere_slices(out: Path, part: str = "train") -> Path:
     pretraining pool; ``test`` (right, mirrored) feeds the registration diagnostic."""
     from PIL import Image
 
-    from medrep.data.colin27_lobes import colin27_lobes
+    from medrep.data.sources.colin27_lobes import colin27_lobes
 
     folder = out / f"colin27_{ {'train': 'left', 'test': 'right'}[part]}_slices"
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -86,7 +86,7 @@ def pretrain_recipe(method: str, folder: Path, steps: int, out: Path) -> dict:
 
 
 def dice_part(args, out: Path) -> dict:
-    from medrep.data.colin27_lobes import colin27_lobes
+    from medrep.data.sources.colin27_lobes import colin27_lobes
     from medrep.evaluate.segment import segment_eval
 
     folder = hemisphere_slices(out, "train")

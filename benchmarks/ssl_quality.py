@@ -116,7 +116,7 @@ def colin27_labelled_crops(out: Path) -> Path:
 
 def medpix_manifests(out: Path) -> dict[str, Path]:
     """One manifest per target, written once under ``out`` (case-level train/dev splits)."""
-    from medrep.data.medpix import write_medpix_manifest
+    from medrep.data.sources.medpix2 import write_medpix_manifest
 
     paths = {t: out / "medpix" / f"{t}.csv" for t in MEDPIX_TARGETS}
     for target, path in paths.items():

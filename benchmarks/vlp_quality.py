@@ -185,7 +185,7 @@ class CachedImages(torch.nn.Module):
 
 def evaluate(method: torch.nn.Module, data_cfg: dict, root: Path) -> dict:
     """Retrieval on the dev captions, zero-shot and probe per target: the CLI's own functions."""
-    from medrep.data.image_text_sources import medpix2_pairs
+    from medrep.data.sources.medpix2 import medpix2_pairs
     from medrep.evaluate.retrieval import evaluate_retrieval
     from medrep.evaluate.zeroshot import PHRASES, TEMPLATES, evaluate_zeroshot
 
@@ -217,7 +217,7 @@ class CaptionEncoder(torch.nn.Module):
 
 def text_only(root: Path) -> dict:
     """Each image's caption classified by the nearest class prompt, and a probe on caption embeddings."""
-    from medrep.data.image_text_sources import medpix2_pairs
+    from medrep.data.sources.medpix2 import medpix2_pairs
     from medrep.evaluate.linear import linear_probe
     from medrep.evaluate.retrieval import embed_texts
     from medrep.evaluate.zeroshot import PHRASES, TEMPLATES, class_embeddings, class_prompts, zeroshot_scores

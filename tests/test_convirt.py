@@ -13,7 +13,7 @@ from PIL import Image
 from vlp_helpers import brightness_pairs, require_text_model
 
 from medrep.data import build_dataset
-from medrep.data.image_text_dataset import ImageTextDataset
+from medrep.data.datasets.image_text_dataset import ImageTextDataset
 from medrep.engine import pretrain
 from medrep.engine.module import param_groups
 from medrep.engine.train import _write_skipped, build_loader

@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from medrep.data.image_text import ImageTextRow, read_image_text_manifest
-from medrep.data.image_text_dataset import ImageTextDataset, collate_image_text
-from medrep.data.image_text_sources import iu_xray_pairs, medpix2_pairs, mimic_cxr_pairs
-from medrep.data.preprocess import Preprocess
-from medrep.data.reports import PLACEHOLDER, clean_text, read_text_file, report_text, split_sections, split_sentences
+from medrep.data.datasets.image_text import ImageTextRow, read_image_text_manifest
+from medrep.data.datasets.image_text_dataset import ImageTextDataset, collate_image_text
+from medrep.data.datasets.preprocess import Preprocess
+from medrep.data.io.reports import PLACEHOLDER, clean_text, read_text_file, report_text, split_sections, split_sentences
+from medrep.data.sources.iu_xray import iu_xray_pairs
+from medrep.data.sources.medpix2 import medpix2_pairs
+from medrep.data.sources.mimic_cxr import mimic_cxr_pairs
 from medrep.errors import DataError
 
 MIMIC_REPORT = """                                 FINAL REPORT

@@ -14,8 +14,8 @@ from PIL import Image
 
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
-from medrep.data.manifest import ManifestDataset
-from medrep.data.medpix import TARGETS, medpix_manifest, read_splits, report_table, write_medpix_manifest
+from medrep.data.datasets.manifest import ManifestDataset
+from medrep.data.sources.medpix2 import TARGETS, medpix_manifest, read_splits, report_table, write_medpix_manifest
 from medrep.errors import MedrepError
 from medrep.models import build_backbone
 

@@ -14,7 +14,7 @@ from conftest import tiny_recipe
 from PIL import Image
 
 from medrep.cli import main
-from medrep.data.image_text import ImageTextRow
+from medrep.data.datasets.image_text import ImageTextRow
 from medrep.errors import MedrepError
 from medrep.evaluate import retrieval as retrieval_mod
 from medrep.evaluate.retrieval import evaluate_retrieval, pool, retrieval_scores

@@ -13,8 +13,8 @@ import torch
 
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
-from medrep.data.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
-from medrep.data.segmentation import SegItem, find_pairs, load_segmentation_folder
+from medrep.data.datasets.segmentation import SegItem, find_pairs, load_segmentation_folder
+from medrep.data.sources.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
 from medrep.data.synthetic import write_nifti, write_png
 from medrep.errors import DataError, MedrepError
 from medrep.evaluate.dice import dice_per_class, summarise_cases

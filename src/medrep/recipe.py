@@ -18,16 +18,19 @@ from typing import Any
 
 import yaml
 
+from .data.datasets.crop_config import CROP_DEFAULTS as CROP_DEFAULTS  # re-exported: recipe users read the crop keys here
+from .data.datasets.crop_config import check_crops
+from .data.sources import PRETRAIN_KINDS, check_source_options, source_names, source_options
 from .errors import RecipeError
 
 DEFAULTS: dict[str, Any] = {
     "method": {"name": None},
     "model": {"name": "resnet18", "spatial_dims": 2, "in_channels": 1},
     "data": {
-        # images: medmnist | folder | manifest; image-report pairs (IMAGE_TEXT_SOURCES below):
-        # image_text (a CSV/JSONL manifest) | medpix2 | iu_xray (R2Gen annotation.json) | mimic_cxr
+        # a registered source (medrep.data.sources): images: medmnist | folder | manifest; image-report
+        # pairs: image_text (a CSV/JSONL manifest) | medpix2 | iu_xray (R2Gen annotation.json) | mimic_cxr
         "source": "medmnist",
-        "path": None,  # None: the packaged PneumoniaMNIST, or $MEDREP_DATA/medpix2 | $MEDREP_DATA/iu_xray/annotation.json
+        "path": None,  # None: the source's default (packaged PneumoniaMNIST, $MEDREP_DATA/medpix2, ...)
         "split": "train",
         "size": None,  # resize every image to this spatial size; None keeps it
         "intensity": "minmax",  # minmax | percentile | ct_window | none
@@ -38,11 +41,10 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "cache": True,
         "skip_bad": False,  # image sources: leave out unreadable images; image-text readers: bad studies
-        "text_field": "caption",  # medpix2: caption (per image) | findings | history | exam | diagnosis | discussion | title
-        "image_root": None,  # iu_xray: folder the annotation's image_path entries are relative to; None: its folder
-        "class_folders": False,  # folder source: labels from class-named subfolders
-        # K random crops per image with their centres in mm (medrep.data.crops.CropDataset), or
-        # null for whole images. Keys and defaults: CROP_DEFAULTS below.
+        # each source's own keys, declared with the source (medpix2: text_field, iu_xray: image_root, folder: class_folders)
+        **source_options(),
+        # K random crops per image with their centres in mm (medrep.data.CropDataset), or
+        # null for whole images. Keys and defaults: CROP_DEFAULTS (medrep.data.datasets.crop_config).
         "crops": None,
     },
     "augment": {
@@ -85,72 +87,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 OPEN_SECTIONS = ("method", "model")
-IMAGE_SOURCES = ("medmnist", "folder", "manifest")
-IMAGE_TEXT_SOURCES = ("image_text", "medpix2", "iu_xray", "mimic_cxr")
-
-#: Keys of ``data.crops`` and their defaults (see :class:`medrep.data.crops.CropDataset`).
-CROP_DEFAULTS: dict[str, Any] = {
-    "k": 16,  # crops per image
-    "size": 32,  # crop size in voxels (int or one per axis); with crop_mm, the resampled size
-    "crop_mm": None,  # physical crop extent in mm (number or one per axis); null: size is in voxels
-    "min_foreground": None,  # redraw crops whose fraction of voxels > threshold is below this
-    "threshold": 0.1,  # foreground intensity (after data.intensity scaling to [0, 1])
-    "max_tries": 50,  # draws per crop before the image counts as having no foreground
-    "cache": "memory",  # memory: per process | mmap: .npy files under cache_dir, shared by processes
-    "cache_dtype": "float32",  # float32 | float16 (halves the cache; ~3 significant digits)
-    "cache_dir": None,  # mmap cache folder; null: $MEDREP_CACHE_DIR or <tmp>/medrep_cache
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
-
-
-def check_crops(crops: Any, spatial_dims: int | None = None) -> dict | None:
-    """``data.crops`` with defaults filled in, or None; a bad key or value raises RecipeError naming it."""
-    if crops is None or crops is False:
-        return None
-    if not isinstance(crops, dict):
-        raise RecipeError(f"must be a mapping of crop settings or null, got {crops!r}", "data.crops")
-    for key in crops:
-        if key not in CROP_DEFAULTS:
-            raise RecipeError(f"unknown recipe key; known: {', '.join(sorted(CROP_DEFAULTS))}", f"data.crops.{key}")
-    out = {**CROP_DEFAULTS, **crops}
-    where = "data.crops."
-    if not _is_int(out["k"]) or out["k"] < 1:
-        raise RecipeError(f"must be a positive integer, got {out['k']!r}", where + "k")
-    for key, positive in (("size", _is_int), ("crop_mm", _is_number)):
-        value = out[key]
-        if value is None and key == "crop_mm":
-            continue
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not values or not all(positive(v) and v > 0 for v in values):
-            kind = "integer" if key == "size" else "number"
-            raise RecipeError(f"must be a positive {kind} or a list of them, got {value!r}", where + key)
-        if isinstance(value, (list, tuple)):
-            if spatial_dims is not None and len(values) != spatial_dims:
-                raise RecipeError(f"has {len(values)} values but images are {spatial_dims}D", where + key)
-            out[key] = list(values)
-    mf = out["min_foreground"]
-    if mf is not None and not (_is_number(mf) and 0 <= mf <= 1):
-        raise RecipeError(f"must be a fraction in [0, 1] or null, got {mf!r}", where + "min_foreground")
-    if not _is_number(out["threshold"]):
-        raise RecipeError(f"must be a number, got {out['threshold']!r}", where + "threshold")
-    if not _is_int(out["max_tries"]) or out["max_tries"] < 1:
-        raise RecipeError(f"must be a positive integer, got {out['max_tries']!r}", where + "max_tries")
-    if out["cache"] not in ("memory", "mmap"):
-        raise RecipeError(f"must be memory or mmap, got {out['cache']!r}", where + "cache")
-    if out["cache_dtype"] not in ("float32", "float16"):
-        raise RecipeError(f"must be float32 or float16, got {out['cache_dtype']!r}", where + "cache_dtype")
-    if out["cache_dir"] is not None and not isinstance(out["cache_dir"], str):
-        raise RecipeError(f"must be a folder path or null, got {out['cache_dir']!r}", where + "cache_dir")
-    return out
-
-
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string; a recipe author means a float."""
 
@@ -223,6 +159,12 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise RecipeError(f"no such recipe file or bundled recipe (bundled: {', '.join(bundled_recipes())})", name_or_path)
 
 
+def _defaults() -> dict:
+    """:data:`DEFAULTS`, plus the ``data`` keys of sources registered after this module was imported."""
+    late = {key: value for key, value in source_options().items() if key not in DEFAULTS["data"]}
+    return {**DEFAULTS, "data": {**DEFAULTS["data"], **late}} if late else DEFAULTS
+
+
 def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults, then the recipe file (or dict), then ``key=value`` overrides; checked and resolved."""
     if source is None:
@@ -237,7 +179,7 @@ def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | 
             raise RecipeError(f"not valid YAML: {exc}", path) from exc
         if not isinstance(user, dict):
             raise RecipeError("a recipe must be a mapping of sections", path)
-    recipe = _merge(DEFAULTS, user)
+    recipe = _merge(_defaults(), user)
     for text in overrides:
         parts, value = parse_override(text)
         recipe = _merge(recipe, _nest(parts, value))
@@ -302,17 +244,12 @@ def _check_options(recipe: dict) -> None:
 
 
 def _check_source(data: dict) -> None:
-    """``data.source`` and the keys only image-report sources read (``text_field``, ``image_root``)."""
-    sources = IMAGE_SOURCES + IMAGE_TEXT_SOURCES
+    """``data.source`` (a registered pretraining source) and the keys each source declares."""
+    sources = source_names(PRETRAIN_KINDS)
     if not isinstance(data["source"], str) or data["source"] not in sources:
         raise RecipeError(f"must be one of {', '.join(sources)}, got {data['source']!r}", "data.source")
-    from .data.image_text_sources import MEDPIX_FIELDS  # lazy: medrep.data imports this module
-
-    if not isinstance(data["text_field"], str) or data["text_field"] not in MEDPIX_FIELDS:
-        raise RecipeError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {data['text_field']!r}", "data.text_field")
-    if data["image_root"] is not None and (not isinstance(data["image_root"], str) or not data["image_root"].strip()):
-        raise RecipeError(f"must be a folder path or null, got {data['image_root']!r}", "data.image_root")
-    if data["source"] in IMAGE_TEXT_SOURCES and data.get("crops") not in (None, False):
+    check_source_options(data)  # each source's check raises RecipeError naming data.<key>
+    if data["source"] in source_names("image_text") and data.get("crops") not in (None, False):
         raise RecipeError(f"crops are for image sources; {data['source']!r} gives whole images with their reports", "data.crops")
 
 

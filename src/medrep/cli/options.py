@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-SOURCES = ["medmnist", "folder", "manifest"]  # kinds of --data that the frozen-feature commands and registration read
-
 ENCODER_HELP = "exported encoder: a run folder, its encoder/ folder, or encoder.json"
 RANDOM_INIT_HELP = "use the encoder's architecture with random weights (baseline)"
 
@@ -83,7 +81,8 @@ def data() -> argparse.ArgumentParser:
     p = parent()
     p.add_argument("--data", help="data path: a MedMNIST .npz, an image folder or a manifest (default: the encoder's "
                                   "recipe, else the packaged PneumoniaMNIST; $MEDREP_DATA is searched first)")
-    p.add_argument("--source", choices=SOURCES, help="kind of --data (default: medmnist)")
+    p.add_argument("--source", help="kind of --data: an image source (medmnist, folder, manifest, or another one registered "
+                                     "in medrep.data.sources; default: guessed from --data, else medmnist)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, and count and list them")
     resize = size("resize images to this size (one value per axis, or one for all); default: the encoder's training size, "
                   "if it had one")

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from medrep.data.medpix import report_table, write_medpix_manifest
+    from medrep.data.sources.medpix2 import report_table, write_medpix_manifest
     from medrep.errors import MedrepError
     from medrep.results import write_json
 

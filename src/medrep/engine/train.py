@@ -17,12 +17,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from ..checkpoint import export_encoder, last_checkpoint
-from ..data import build_dataset, collate
-from ..data.image_text_dataset import ImageTextDataset, collate_image_text
+from ..data import build_dataset, get_source, source_names
 from ..errors import RecipeError
 from ..losses.distributed import is_distributed, shutdown_process_group
 from ..methods import build_method, get_method
-from ..recipe import IMAGE_TEXT_SOURCES, dump_recipe
+from ..recipe import dump_recipe
 from .module import MethodModule
 
 log = logging.getLogger(__name__)
@@ -36,11 +35,10 @@ def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, d
     if len(dataset) < data["batch_size"] and drop_last:
         raise RecipeError(f"is larger than the data set ({len(dataset)} samples)", "data.batch_size")
     workers = data["num_workers"]
-    # image-report batches keep their texts as strings: the method tokenises them
-    collate_fn = collate_image_text if isinstance(dataset, ImageTextDataset) else collate
+    # the source's batching: image-report batches keep their texts as strings, the method tokenises them
     return DataLoader(
         dataset, batch_size=data["batch_size"], shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-        collate_fn=collate_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        collate_fn=get_source(data["source"]).collate, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -97,8 +95,8 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     ours = not is_distributed()  # a group that exists already is the caller's (their own torchrun script) to keep
     pl.seed_everything(t["seed"], workers=True, verbose=False)
     name = recipe["method"]["name"]
-    if get_method(name).needs_text and recipe["data"]["source"] not in IMAGE_TEXT_SOURCES:
-        raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(IMAGE_TEXT_SOURCES)}, "
+    if get_method(name).needs_text and get_source(recipe["data"]["source"]).kind != "image_text":
+        raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(source_names('image_text'))}, "
                           f"not {recipe['data']['source']!r}", "data.source")
     method = build_method(recipe)
     loader = build_loader(recipe)

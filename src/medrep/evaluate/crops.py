@@ -5,7 +5,7 @@ share.
 Intensity scaling is applied to the *whole volume* once, as in pretraining, and only then are crops
 cut: a per-crop rescaling would erase the absolute intensity that tells tissues apart. The volume
 is padded (with its minimum after scaling, by default) so that a crop centred near the edge is still
-full size. Unlike :class:`medrep.data.crops.CropDataset`, which draws K random crops per image for
+full size. Unlike :class:`medrep.data.CropDataset`, which draws K random crops per image for
 training, :class:`CentredCrops` cuts exactly the centres it is given, one crop per sample.
 """
 
@@ -40,7 +40,7 @@ def crop_shape_for(volume_dims: int, encoder_dims: int, crop: int, slice_axis: i
 def scale_volume(image: torch.Tensor, preprocess: dict[str, Any] | None, override: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
     """Apply the encoder's intensity preprocessing (optionally overridden) to a whole (1, *spatial)
     image; return the spatial array and the settings used."""
-    from ..data.preprocess import Preprocess
+    from ..data.datasets.preprocess import Preprocess
     from ..recipe import DEFAULTS
 
     cfg = {k: DEFAULTS["data"][k] for k in ("intensity", "window", "percentiles")}

@@ -24,14 +24,10 @@ PROBES = ("linear", "knn")
 
 
 def guess_source(path: str | Path) -> str:
-    path = Path(path)
-    if path.is_dir():
-        return "folder"
-    if path.suffix == ".npz":
-        return "medmnist"
-    if path.suffix in (".csv", ".jsonl"):
-        return "manifest"
-    raise MedrepError("cannot tell the kind of data (a folder, a MedMNIST .npz, or a .csv/.jsonl manifest); pass --source", path)
+    """The image source ``path`` looks like, as the source registry tells (folder, .npz, .csv/.jsonl)."""
+    from ..data.sources import guess_source as guess
+
+    return guess(path)
 
 
 def data_config(
@@ -54,6 +50,9 @@ def data_config(
         data["source"] = source or guess_source(path)
     elif source is not None:
         data["source"] = source
+    from ..data.sources import get_source
+
+    get_source(data["source"], "image", where="--source")  # probes read labelled images
     data["skip_bad"] = skip_bad
     if size is not None:
         dims = data["spatial_dims"] or 2
@@ -67,12 +66,12 @@ def data_config(
 def split_features(
     encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    from ..data import build_dataset, collate
+    from ..data import build_dataset, get_source
 
     dataset = build_dataset(data, split=split)
     dev = resolve_device(device)
     encoder = encoder.to(dev)
-    return extract_features(encoder, dataset, batch_size=batch_size, device=dev, collate_fn=collate)
+    return extract_features(encoder, dataset, batch_size=batch_size, device=dev, collate_fn=get_source(data["source"]).collate)
 
 
 def run_probes(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], probes: dict[str, dict]) -> dict[str, Any]:

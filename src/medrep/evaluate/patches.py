@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..data.segmentation import SegItem
+from ..data.datasets.segmentation import SegItem
 from ..errors import MedrepError
 
 DEFAULT_PATCH = {2: 256, 3: 64}

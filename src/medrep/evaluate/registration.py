@@ -97,11 +97,11 @@ def held_out_images(run_dir: str | Path, path: str | None = None, split: str | N
     """``n`` images (or crops, for a recipe with ``data.crops``) prepared as the run's recipe prepares
     them, from ``path`` (default: the recipe's data) and ``split`` (default: the recipe's)."""
     from ..data import build_dataset, collate
-    from .frozen import guess_source
+    from ..data.sources import get_source, guess_source
 
     data = dict(load_recipe(Path(run_dir) / "recipe.yaml")["data"])
     if path is not None:
-        data["path"], data["source"] = str(path), source or guess_source(path)
+        data["path"], data["source"] = str(path), get_source(source, "image", "--source").name if source else guess_source(path)
     data["skip_bad"] = False
     dataset = build_dataset(data, split=split)
     if len(dataset) == 0:

@@ -125,8 +125,8 @@ def embed_images(method, rows, preprocess_cfg: dict, batch_size: int = 32, devic
     run's recipe ``data`` section) and the row each image belongs to."""
     from torch.utils.data import DataLoader
 
-    from ..data.image_text_dataset import ImageTextDataset, collate_image_text
-    from ..data.preprocess import Preprocess
+    from ..data.datasets.image_text_dataset import ImageTextDataset, collate_image_text
+    from ..data.datasets.preprocess import Preprocess
     from .encoder import resolve_device
 
     dev = resolve_device(device)
@@ -157,12 +157,12 @@ def evaluate_retrieval(
     method, rows, preprocess_cfg: dict, batch_size: int = 32, device: str = "auto", levels: Sequence[str] = LEVELS,
     ks: Sequence[int] = KS, case_by: str = "study",
 ) -> dict[str, Any]:
-    """Retrieval on ``rows`` (:class:`~medrep.data.image_text.ImageTextRow`, one split) at each level.
+    """Retrieval on ``rows`` (:class:`~medrep.data.datasets.image_text.ImageTextRow`, one split) at each level.
 
     ``case_by``: ``study`` (a row is a case) or ``patient`` (rows of one patient form a case, falling
     back to the study where a row has none).
     """
-    from ..data.reports import clean_text
+    from ..data.io.reports import clean_text
 
     check_vlp(method)
     rows = list(rows)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.segmentation import SegItem
+from ..data.datasets.segmentation import SegItem
 from ..errors import MedrepError
 from .dice import dice_counts, dice_from_counts, summarise_cases
 from .patches import PatchSampler, label_unit, resolve_patch

@@ -107,8 +107,8 @@ def zeroshot_classify(method, image_emb, labels, classnames: Sequence[str], temp
 
 def medpix_rows(root: str | Path, target: str, min_count: int = 5) -> tuple[list, dict[str, Any]]:
     """MedPix 2.0 images labelled by ``target`` as single-image rows (patient = case), and the manifest report."""
-    from ..data.image_text import ImageTextRow
-    from ..data.medpix import medpix_manifest
+    from ..data.datasets.image_text import ImageTextRow
+    from ..data.sources.medpix2 import medpix_manifest
 
     records, report = medpix_manifest(root, target, min_count)
     rows = [ImageTextRow((r["path"],), r["label"], Path(r["path"]).stem, r["split"], r["case"], r["label"]) for r in records]

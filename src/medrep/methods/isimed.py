@@ -3,7 +3,7 @@ match the crops' physical distances.
 
 Anatomy varies little between patients, so an embedding that knows where a crop lies must
 capture what it shows. Each batch holds K random crops of each of B images (``data.crops``, see
-:class:`medrep.data.crops.CropDataset`) with their centres in mm; the loss regresses the matrix
+:class:`medrep.data.CropDataset`) with their centres in mm; the loss regresses the matrix
 ``cdist(z, z)`` onto ``cdist(c, c) / distance_scale`` (:func:`medrep.losses.isimed_loss`).
 """
 

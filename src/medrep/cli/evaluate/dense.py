@@ -64,12 +64,12 @@ def run_segment(args) -> int:
     dims = int(read_encoder_info(args.encoder)[0]["backbone"].get("spatial_dims", 2))
     if args.spatial_dims is not None and args.spatial_dims != dims:
         raise MedrepError(f"the encoder is {dims}D, --spatial-dims asks for {args.spatial_dims}D", "--spatial-dims")
-    if args.data == "colin27-lobes":
-        from medrep.data.colin27_lobes import colin27_lobes
+    from medrep.data.sources import get_source, source_names
 
-        task = colin27_lobes(args.volumes, spatial_dims=dims)
+    if args.data in source_names("segmentation"):  # a named task (colin27-lobes); otherwise a folder of image/mask pairs
+        task = get_source(args.data).task({"path": args.volumes, "spatial_dims": dims})
     else:
-        from medrep.data.segmentation import load_segmentation_folder
+        from medrep.data.datasets.segmentation import load_segmentation_folder
 
         if args.num_classes is None:
             raise MedrepError("a folder of masks needs the number of classes, background included", "--num-classes")
@@ -92,7 +92,7 @@ def run_segment(args) -> int:
 def add_registration(tasks) -> argparse.ArgumentParser:
     t = options.parent()
     t.add_argument("--data", help="held-out images (default: the run's own data, see --split)")
-    t.add_argument("--source", choices=options.SOURCES, help="kind of --data (default: guessed)")
+    t.add_argument("--source", help="kind of --data: an image source of medrep.data.sources, e.g. folder (default: guessed)")
     t.add_argument("--split", help="split to draw images from (e.g. test, dev; default: the recipe's)")
     t.add_argument("--n", type=int, default=32, help="images (or crops) to warp (default 32)")
     t.add_argument("--pairs", type=int, default=1, help="random fields per image (default 1)")

@@ -33,7 +33,8 @@ every template; the class embedding is the mean of its prompts' embeddings. The 
 def _common() -> argparse.ArgumentParser:
     """Where the data is and which split is scored: the same for both evaluations."""
     p = options.parent()
-    p.add_argument("--root", help="MedPix 2.0 folder (default: $MEDREP_DATA/medpix2)")
+    p.add_argument("--root", help="MedPix 2.0 folder, or the folder of another --data source such as mimic_cxr "
+                                  "(default: $MEDREP_DATA/medpix2)")
     p.add_argument("--split", default=None, help="split to score (default: dev for medpix2, else test)")
     return p
 
@@ -47,7 +48,8 @@ def _add(tasks, name: str, help: str, epilog: str, own: argparse.ArgumentParser)
 
 def add_retrieval(tasks) -> argparse.ArgumentParser:
     t = options.parent()
-    t.add_argument("--data", help="medpix2, iu_xray, or an image-text manifest (.csv/.jsonl; default: the run's own data)")
+    t.add_argument("--data", help="an image-report source (medpix2, iu_xray, mimic_cxr, ...) or an image-text manifest "
+                                  "(.csv/.jsonl; default: the run's own data)")
     t.add_argument("--field", default="caption", help="medpix2 text: caption (per image), findings, history, diagnosis ...")
     t.add_argument("--annotation", help="iu_xray: R2Gen annotation.json (default: $MEDREP_DATA/iu_xray/annotation.json)")
     t.add_argument("--image-root", help="iu_xray: folder the annotation's image paths are relative to")
@@ -90,30 +92,29 @@ def _load_run(run: str) -> tuple[Any, dict]:
     return method, cfg
 
 
-def _pairs(args, cfg: dict) -> tuple[list, dict, str]:
-    """(rows, what was read, case_by) for --data, or for the run's own image-text data without it."""
-    from medrep.data.image_text import read_image_text_manifest
-    from medrep.data.image_text_sources import iu_xray_pairs, medpix2_pairs
+def _pairs(args, cfg: dict) -> tuple[list, dict, str, str]:
+    """(rows, what was read, case_by, default split) of the image-report source the registry names.
 
-    data, annotation, image_root = args.data, args.annotation, args.image_root
-    if data is None:
-        source = cfg.get("source")
-        if source not in ("medpix2", "iu_xray", "image_text"):
+    ``--data`` is a registered image-report source (medpix2, iu_xray, mimic_cxr, ...; read from
+    ``--root`` or ``--annotation``, else its default under $MEDREP_DATA) or an image-text manifest;
+    without it, the run's own source, path and image root, as in pretraining.
+    """
+    from medrep.data.sources import get_source, read_pairs, source_names
+
+    own, named = args.data is None, args.data in source_names("image_text")
+    if own:
+        source, path = cfg.get("source"), args.root or args.annotation or cfg.get("path")
+        if source not in source_names("image_text"):
             raise MedrepError(f"the run was trained on {source!r} data, not image-text pairs: give the pairs", "--data")
-        data = "medpix2" if source == "medpix2" else ("iu_xray" if source == "iu_xray" else cfg["path"])
-        args.root = args.root or (cfg["path"] if source == "medpix2" else None)
-        annotation = annotation or (cfg["path"] if source == "iu_xray" else None)
-        image_root = image_root or cfg.get("image_root")
-    if data == "medpix2":
-        rows, info = medpix2_pairs(_data_root(args.root, "medpix2", "--root"), args.field, args.skip_bad)
-        return rows, info, "patient"
-    if data == "iu_xray":
-        annotation = _data_root(annotation, "iu_xray/annotation.json", "--annotation")
-        if image_root is None:
-            raise MedrepError("iu_xray needs the folder of its images (not shipped with the annotation)", "--image-root")
-        rows, info = iu_xray_pairs(annotation, image_root, args.skip_bad)
-        return rows, info, "study"
-    return read_image_text_manifest(data), {"dataset": "manifest", "path": str(data)}, "study"
+    elif named:
+        source, path = args.data, args.root or args.annotation
+    else:  # a manifest file
+        source, path = "image_text", args.data
+    pair_cfg = {**(cfg if own else {}), "source": source, "path": path, "text_field": args.field, "skip_bad": args.skip_bad,
+                "image_root": args.image_root or (cfg.get("image_root") if own else None)}
+    rows, info = read_pairs(pair_cfg, option="--annotation" if args.annotation else "--root")
+    found = get_source(source)
+    return rows, info, found.case_by, found.eval_split
 
 
 def _in_split(rows: list, split: str) -> list:
@@ -141,8 +142,8 @@ def run_retrieval(args) -> int:
     method, cfg = _load_run(args.run)
     if args.size:
         cfg = run_data_config(args.run, args.size)
-    rows, info, case_by = _pairs(args, cfg)
-    split = args.split or ("dev" if info.get("dataset") == "medpix2" else "test")
+    rows, info, case_by, default_split = _pairs(args, cfg)
+    split = args.split or default_split
     levels = ("image", "case") if args.level == "both" else (args.level,)
     result = evaluate_retrieval(method, _in_split(rows, split), cfg, args.batch_size, args.device, levels, args.ks, case_by)
     table = [{"level": lv, "direction": d.replace("_", " "), **result[lv][d]}
@@ -154,7 +155,7 @@ def run_retrieval(args) -> int:
 
 
 def run_zeroshot(args) -> int:
-    from medrep.data.image_text import read_image_text_manifest
+    from medrep.data.datasets.image_text import read_image_text_manifest
     from medrep.evaluate.retrieval import run_data_config
     from medrep.evaluate.zeroshot import (
         DEFAULT_CLASSES,

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DataError
+from ...errors import DataError
 
 #: headers recognised whatever their case (MIMIC-CXR and IU X-ray); other ALL-CAPS "HEADER:" lines count too
 KNOWN_HEADERS = (

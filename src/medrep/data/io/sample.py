@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 
 #: The only keys a sample's ``meta`` may hold. Each is technical and non-identifying.
 META_KEYS = frozenset(

@@ -5,7 +5,7 @@ Tensors of the same shape are stacked (``image`` -> ``(B, C, *spatial)``, ``spac
 text) become lists. Images of different sizes cannot be stacked: that is reported as a
 :class:`DataError` pointing at ``data.size`` rather than a bare stacking error.
 
-Samples of K crops (from :class:`~medrep.data.crops.CropDataset`, recognised by their ``group``
+Samples of K crops (from :class:`~medrep.data.datasets.crops.CropDataset`, recognised by their ``group``
 key) are concatenated instead: every tensor has the K crops first, so a batch of B such samples
 holds ``image`` ``(B*K, C, *size)``, ``coords`` ``(B*K, dims)``, ``group`` ``(B*K,)``,
 ``spacing`` ``(B*K, dims)`` (and ``label`` ``(B*K,)``), row ``b*K + j`` being crop ``j`` of
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .intensity import percentile_scale
-from .readers import NIFTI_SUFFIXES, PIL_SUFFIXES, read_image
+from ...errors import DataError
+from ..io.intensity import percentile_scale
+from ..io.readers import NIFTI_SUFFIXES, PIL_SUFFIXES, read_image
 
 LAYOUTS = (("imagesTr", "labelsTr"), ("images", "masks"))
 PERCENTILES = (5.0, 95.0)

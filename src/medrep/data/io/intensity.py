@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 
 
 def _plain(x) -> torch.Tensor:

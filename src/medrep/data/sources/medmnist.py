@@ -1,4 +1,4 @@
-"""MedMNIST ``.npz`` files (and the PneumoniaMNIST copy shipped as medrep's demo data).
+"""``medmnist``: MedMNIST ``.npz`` files (and the PneumoniaMNIST copy shipped as medrep's demo data).
 
 A MedMNIST file holds ``{split}_images`` and ``{split}_labels`` per split: 2D images as
 ``(N, H, W)`` (gray) or ``(N, H, W, 3)`` (RGB), 3D volumes as ``(N, D, H, W)``, uint8; labels
@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .cached import CachedDataset
-from .datasets import Sample
-from .readers import LUMA
+from ...errors import DataError
+from ..datasets.cached import CachedDataset
+from ..datasets.files import Sample
+from ..io.readers import LUMA
+from .registry import Source, register_source
 
 PACKAGED = "pneumoniamnist.npz"
 
@@ -147,3 +148,10 @@ class MedMNISTDataset(CachedDataset):
 
     def _load_index(self, index: int) -> Sample:
         return self._load(index)
+
+
+register_source(Source(
+    name="medmnist", kind="image", summary="a MedMNIST .npz (default: $MEDREP_DATA/medmnist/pneumoniamnist.npz or the packaged copy)",
+    images=lambda data, split, **common: MedMNISTDataset(data.get("path"), split=split or "train", **common),
+    matches=lambda path: Path(path).suffix == ".npz",
+))

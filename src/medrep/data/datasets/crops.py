@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError, RecipeError
-from ..recipe import check_crops
+from ...errors import DataError, RecipeError
+from .crop_config import check_crops
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class CropDataset(Dataset):
     ``{"image": (K, C, *size) float32, "coords": (K, dims) float32 mm (crop centres, world frame),
     "group": (K,) int64 = i, "spacing": (K, dims) mm of the crop voxels, "meta": base meta}``,
     plus ``label`` repeated ``(K,)`` when the base sample has one and any other base keys.
-    :func:`medrep.data.collate` concatenates items into ``(B*K, ...)`` batches.
+    :func:`medrep.data.datasets.collate` concatenates items into ``(B*K, ...)`` batches.
 
     A fresh set of crops is drawn at every access. ``seed=None`` draws from torch's global RNG
     (so ``seed_everything`` makes a run reproducible, and data-loader workers differ); an int

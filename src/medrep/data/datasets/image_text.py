@@ -3,7 +3,7 @@ for them, and the checks every reader applies.
 
 A study, not an image, is the unit: a chest X-ray report describes the frontal and the lateral
 view together, so both belong to one row and must never be split across train and test. The
-readers for real layouts (MedPix 2.0, IU X-ray, MIMIC-CXR) are in :mod:`.image_text_sources`;
+readers for real layouts (MedPix 2.0, IU X-ray, MIMIC-CXR) are sources in :mod:`medrep.data.sources`;
 the dataset and batching are in :mod:`.image_text_dataset`.
 
 Manifest (CSV/TSV or JSONL), one row per study; relative paths are resolved against the
@@ -18,12 +18,13 @@ manifest's folder:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ...errors import DataError
 from .manifest import _blank, _label, table_records
 
 
@@ -39,6 +40,39 @@ class ImageTextRow:
     patient: str | None = None
     label: int | str | None = None
     source: str = ""
+
+
+class Tally:
+    """Bad studies found by a source's reader: raise at once, or (``skip_bad``) count them by reason."""
+
+    def __init__(self, skip_bad: bool):
+        self.skip_bad = skip_bad
+        self.skipped: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def bad(self, reason: str, study: str, where: str | Path) -> None:
+        if not self.skip_bad:
+            raise DataError(f"study {study}: {reason} (skip_bad=True leaves such studies out and counts them)", where)
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(study)
+
+
+def pairs_report(dataset: str, root: str | Path, rows: list[ImageTextRow], tally: Tally, unsplit: int) -> dict[str, Any]:
+    """What a reader kept (studies, images and patients per split) and left out (``skipped`` by reason,
+    ``unsplit``): the ``reader_report`` of an image-report dataset."""
+    splits = sorted({r.split or "" for r in rows})
+    return {
+        "dataset": dataset,
+        "root": str(root),
+        "studies": {s: sum(1 for r in rows if (r.split or "") == s) for s in splits},
+        "images": {s: sum(len(r.images) for r in rows if (r.split or "") == s) for s in splits},
+        "patients": {s: len({r.patient for r in rows if (r.split or "") == s and r.patient}) for s in splits},
+        "skipped": dict(tally.skipped),
+        "examples": tally.examples,
+        "unsplit": unsplit,
+    }
 
 
 def check_pairs(rows: Iterable[ImageTextRow], where: str | Path) -> list[ImageTextRow]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .sample import make_sample
 
 #: The only DICOM attributes medrep reads: pixel encoding, geometry and rescale. Nothing else.

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
-from .intensity import ct_window, minmax_scale, percentile_scale
-from .sample import spatial_dims_of
+from ...errors import DataError
+from ..io.intensity import ct_window, minmax_scale, percentile_scale
+from ..io.sample import spatial_dims_of
 
 INTENSITY_MODES = ("minmax", "percentile", "ct_window", "none")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
+from ..io.dicom import dicom_files_in, group_series, read_dicom_files
+from ..io.readers import image_format, read_image
 from .cached import CachedDataset
-from .dicom import dicom_files_in, group_series, read_dicom_files
-from .readers import image_format, read_image
 
 Sample = dict[str, Any]
 

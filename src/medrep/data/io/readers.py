@@ -1,6 +1,6 @@
 """Read one image file (or DICOM series folder) into a sample dict, whatever its format.
 
-Every reader returns ``{"image", "spacing", "meta"}`` as described in :mod:`medrep.data.sample`
+Every reader returns ``{"image", "spacing", "meta"}`` as described in :mod:`medrep.data.io.sample`
 and turns every failure (missing, corrupt or truncated file, NaN voxels, bad spacing, wrong
 dimensionality) into a :class:`~medrep.errors.DataError` that names the file, so one bad file
 in a data set of thousands is found at once.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .dicom import read_dicom, read_dicom_series
 from .sample import make_sample
 

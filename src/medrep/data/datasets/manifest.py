@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from .datasets import FileDataset, ImageRecord, Sample
+from ...errors import DataError
+from .files import FileDataset, ImageRecord, Sample
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

@@ -1,16 +1,20 @@
-"""MedPix 2.0 (Siragusa et al. 2025) as a labelled manifest for frozen-encoder probes.
+"""``medpix2``: MedPix 2.0 (Siragusa et al. 2025), as image-caption pairs and as labelled manifests.
 
 Layout read (as distributed)::
 
     ROOT/Descriptions.json           list of per-image records: "image" (file stem), "U_id" (case),
                                      "Type" (CT | MR), "Location", "Location Category",
                                      "Description": {"Plane", "Modality", "Caption", ...}
+    ROOT/Case_topic.json             per-case records: "U_id", "Case": {"Findings", "History", ...}
     ROOT/images/<image>.png
     ROOT/splits/data_<split>.jsonl   one case per line: "U_id", "TAC" (CT image stems), "MRI" (MR stems)
 
 Splits are case level. A case (or image) listed in two splits is a leak and refused, naming the
-case. Targets (:data:`TARGETS`): ``modality`` (Type), ``plane`` (Description.Plane, raw values),
-``region`` (Location Category, five body regions) and ``location`` (Location, finer).
+case. As a source (image-report pairs, :func:`medpix2_pairs`) a row is one image with the text of
+``data.text_field``; its case is the patient, so retrieval pools a case's images. As a manifest
+for frozen-encoder probes (:func:`medpix_manifest`, ``medrep prepare medpix2``) the targets
+(:data:`TARGETS`) are ``modality`` (Type), ``plane`` (Description.Plane, raw values), ``region``
+(Location Category, five body regions) and ``location`` (Location, finer).
 
 Nothing is dropped silently: images of no split, images without a value for the target, and
 classes with fewer than ``min_count`` training images (dropped from every split) are counted in
@@ -26,7 +30,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ...errors import DataError, RecipeError
+from ..datasets.image_text import ImageTextRow, Tally, check_pairs, pairs_report
+from .registry import Source, register_source
 
 #: target name -> path of keys into a Descriptions.json record
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -39,6 +45,18 @@ TARGETS: dict[str, tuple[str, ...]] = {
 
 #: values MedPix uses for "no value"; counted with the missing ones
 PLACEHOLDERS = frozenset({"left blank"})
+#: MedPix 2.0 text fields: name -> (file, keys); "caption" is per image, the others per case
+MEDPIX_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "caption": ("Descriptions.json", ("Description", "Caption")),
+    "findings": ("Case_topic.json", ("Case", "Findings")),
+    "history": ("Case_topic.json", ("Case", "History")),
+    "exam": ("Case_topic.json", ("Case", "Exam")),
+    "diagnosis": ("Case_topic.json", ("Case", "Case Diagnosis")),
+    "discussion": ("Case_topic.json", ("Case", "Discussion")),
+    "title": ("Case_topic.json", ("Case", "Title")),
+}
+#: values that stand for "no text" in MedPix
+NO_TEXT = frozenset({"left blank", "n/a", "na", "none"})
 
 
 def _load_json(path: Path) -> Any:
@@ -106,6 +124,52 @@ def _value(rec: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     if value is None or (isinstance(value, str) and (not value.strip() or value.strip().lower() in PLACEHOLDERS)):
         return None
     return str(value).strip()
+
+
+def _text(record: Any, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(record, str) or not record.strip() or record.strip().lower() in NO_TEXT:
+        return None
+    return record.strip()
+
+
+def medpix2_pairs(root: str | Path, field: str = "caption", skip_bad: bool = False) -> tuple[list[ImageTextRow], dict[str, Any]]:
+    """MedPix 2.0: one row per image (``study`` = image stem, ``patient`` = case ``U_id``).
+
+    ``field`` picks the text (:data:`MEDPIX_FIELDS`): ``caption`` describes the image itself; the
+    case fields (``findings``, ``history``...) are shared by the case's images. Splits come from
+    ``splits/data_<split>.jsonl`` (:func:`read_splits`, which refuses leaks).
+    """
+    if field not in MEDPIX_FIELDS:
+        raise DataError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {field!r}", "field")
+    root = Path(root).expanduser().resolve()
+    records = read_descriptions(root)
+    case_split, image_split = read_splits(root)
+    file, keys = MEDPIX_FIELDS[field]
+    case_text: dict[str, str | None] = {}
+    if file == "Case_topic.json":
+        try:
+            cases = json.loads((root / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read case records ({exc})", root / file) from exc
+        case_text = {c.get("U_id"): _text(c, keys) for c in cases if isinstance(c, dict)}
+    tally, rows, unsplit = Tally(skip_bad), [], 0
+    for rec in records:
+        image, case = rec["image"], rec["U_id"]
+        split = image_split.get(image, case_split.get(case))
+        if split is None:
+            unsplit += 1
+            continue
+        text = _text(rec, keys) if file == "Descriptions.json" else case_text.get(case)
+        path = root / "images" / f"{image}.png"
+        if text is None:
+            tally.bad(f"no {field} text", image, root / file)
+        elif not path.is_file():
+            tally.bad("image file is missing", image, path)
+        else:
+            rows.append(ImageTextRow((str(path),), text, image, split, case, source=f"image {image}"))
+    return check_pairs(rows, root), pairs_report("medpix2", root, rows, tally, unsplit)
 
 
 def medpix_manifest(
@@ -190,7 +254,7 @@ def write_medpix_manifest(root: str | Path, target: str, out: str | Path, min_co
 
 def report_table(report: dict[str, Any]) -> str:
     """Images per class and split, then what was dropped, as plain text."""
-    from ..results import format_table
+    from ...results import format_table
 
     rows = [{"class": c, **report["counts"][c]} for c in report["classes"]]
     rows.append({"class": "(total)", **report["images"]})
@@ -205,3 +269,17 @@ def report_table(report: dict[str, Any]) -> str:
     lines.append(f"images without a {report['target']} value: {sum(report['no_label'].values())} {report['no_label'] or ''}".rstrip())
     lines.append(f"images in no split: {report['unsplit_images']}")
     return "\n".join(lines)
+
+
+def _check(data: dict[str, Any]) -> None:
+    field = data.get("text_field", "caption")
+    if not isinstance(field, str) or field not in MEDPIX_FIELDS:
+        raise RecipeError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {field!r}", "data.text_field")
+
+
+register_source(Source(
+    name="medpix2", kind="image_text", summary="MedPix 2.0 CT/MR images with their captions or case texts",
+    pairs=lambda path, data: medpix2_pairs(path, field=data.get("text_field") or "caption", skip_bad=bool(data.get("skip_bad"))),
+    # caption (per image) | findings | history | exam | diagnosis | discussion | title (per case)
+    options={"text_field": "caption"}, check=_check, default_path="medpix2", case_by="patient", eval_split="dev",
+))

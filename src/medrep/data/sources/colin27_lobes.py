@@ -1,5 +1,5 @@
-"""The built-in segmentation task ``colin27-lobes``: Colin27 T1 labelled with the AAL atlas grouped
-into the 7 regions of :data:`medrep.evaluate.regions.AAL_GROUPS` (+ background = 8 classes).
+"""``colin27-lobes``, a segmentation source: Colin27 T1 labelled with the AAL atlas grouped into
+the 7 regions of :data:`medrep.data.io.atlas.AAL_GROUPS` (+ background = 8 classes).
 
 One subject, so train and test are its two hemispheres: the left hemisphere (world x < 0) trains,
 the right one tests, along axis 0 after checking in the affine that axis 0 is the left-right axis.
@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, MedrepError
-from .intensity import percentile_scale
-from .segmentation import PERCENTILES, SegItem, SegTask, slices_of
+from ...errors import DataError, MedrepError
+from ..datasets.segmentation import PERCENTILES, SegItem, SegTask, slices_of
+from ..io.atlas import GROUPS, group_labels, read_label_names
+from ..io.intensity import percentile_scale
+from .registry import Source, register_source
 
 FILES = ("colin27_t1.nii.gz", "colin27_aal.nii.gz", "colin27_aal_labels.txt")
 NAME = "colin27-lobes"
@@ -41,8 +43,6 @@ def default_volumes_dir() -> Path | None:
 
 def lobe_map(atlas: np.ndarray, label_names: Path) -> tuple[np.ndarray, list[str]]:
     """AAL ids -> class index (0 background, 1..7 in :data:`GROUPS` order) and the class names."""
-    from ..evaluate.regions import GROUPS, group_labels, read_label_names
-
     grouping = group_labels(read_label_names(label_names))
     lut = np.zeros(int(atlas.max()) + 1, dtype=np.int64)
     for idx, group in grouping.items():
@@ -108,7 +108,7 @@ def check_halves_disjoint(ranges: dict[str, tuple[int, int]], midline: float, ga
 def colin27_lobes(volumes_dir: str | Path | None = None, spatial_dims: int = 3, gap: int = 4, margin: int = 8,
                   percentiles: tuple[float, float] = PERCENTILES) -> SegTask:
     """The two hemispheres of Colin27 as train (left) and test (right) items, 3D or sagittal slices."""
-    from .readers import read_image
+    from ..io.readers import read_image
 
     folder = Path(volumes_dir) if volumes_dir is not None else default_volumes_dir()
     if folder is None:
@@ -148,3 +148,11 @@ def colin27_lobes(volumes_dir: str | Path | None = None, spatial_dims: int = 3, 
                   "sagittal slice"},
     }
     return SegTask(halves["train"], halves["test"], len(class_names), class_names, spatial_dims, info)
+
+
+register_source(Source(
+    name=NAME, kind="segmentation", summary="Colin27 T1 + AAL grouped into 7 lobe regions; left hemisphere trains, right tests",
+    # data: path (the folder of FILES; default $MEDREP_DATA/volumes), spatial_dims (2: sagittal slices, 3: halves)
+    task=lambda data: colin27_lobes(data.get("path"), spatial_dims=data.get("spatial_dims") or 3),
+    default_path="volumes",
+))

@@ -1,10 +1,10 @@
-"""A torch Dataset over :class:`~medrep.data.image_text.ImageTextRow` studies, and its collate.
+"""A torch Dataset over :class:`~medrep.data.datasets.image_text.ImageTextRow` studies, and its collate.
 
 Training sees one image of a study per access, drawn at random, so a two-view chest X-ray study
 yields both views over the epochs without doubling the batch. Evaluation sees every image of the
 study (``images``: ``(N, C, *spatial)``) so that retrieval can pool them into one study embedding.
-Images are read with :func:`~medrep.data.readers.read_image` and a
-:class:`~medrep.data.preprocess.Preprocess`, so intensity and size options act as everywhere else.
+Images are read with :func:`~medrep.data.io.readers.read_image` and a
+:class:`~medrep.data.datasets.preprocess.Preprocess`, so intensity and size options act as everywhere else.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ...errors import DataError
+from ..io.readers import read_image
+from ..io.reports import clean_text, split_sentences
 from .image_text import ImageTextRow
-from .readers import read_image
-from .reports import clean_text, split_sentences
 
 Sample = dict[str, Any]
 
@@ -27,8 +27,8 @@ Sample = dict[str, Any]
 class ImageTextDataset(Dataset):
     """Items ``{"image" | "images", "text", "sentences", "study", "meta"}`` plus ``label`` when known.
 
-    ``text`` is the report on one line (:func:`~medrep.data.reports.clean_text`) and
-    ``sentences`` its :func:`~medrep.data.reports.split_sentences`. Class-name labels become
+    ``text`` is the report on one line (:func:`~medrep.data.io.reports.clean_text`) and
+    ``sentences`` its :func:`~medrep.data.io.reports.split_sentences`. Class-name labels become
     indices into ``classes`` (sorted over all rows, so every split shares one mapping).
 
     The training draw depends on ``seed``, on torch's initial seed (so DataLoader workers and
