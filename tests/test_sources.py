@@ -151,11 +151,11 @@ def test_mimic_cxr_builds_an_image_text_dataset(tmp_path):
 
 def test_retrieval_on_a_mimic_run_reads_its_own_data(tmp_path, monkeypatch, capsys):
     """Without --data, a mimic_cxr run is scored on the run's MIMIC studies (test split), not refused."""
+    from medrep import checkpoint
     from medrep.cli import main
-    from medrep.evaluate import registration
 
     _, run = _mimic_run(tmp_path)
-    monkeypatch.setattr(registration, "load_method", lambda run_dir: _Brightness())
+    monkeypatch.setattr(checkpoint, "load_method", lambda run_dir: _Brightness())
     out = tmp_path / "r.json"
     assert main(["evaluate", "retrieval", "--run", str(run), "--ks", "1", "--out", str(out)]) == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
