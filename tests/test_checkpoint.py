@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 import medrep
 from medrep.checkpoint import export_encoder, load_encoder, load_method
@@ -38,6 +38,7 @@ def test_top_level_names_are_the_library_loaders():
         medrep.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow
 def test_encoder_and_method_load_without_the_trainer(tiny_npz, tmp_path):
     run = pretrain(load_recipe(tiny_recipe(tiny_npz, tmp_path / "run")))
     export_encoder(build_backbone({"name": "resnet10", "spatial_dims": 2}), tmp_path / "enc")
@@ -62,6 +63,7 @@ print(json.dumps({{"light": light, "eval": not encoder.training and not method.t
     assert got["out"] == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_modules_import_without_the_trainer():
     got = run_fresh(f"""
 import importlib, json, pkgutil, sys

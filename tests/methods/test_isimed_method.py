@@ -107,6 +107,7 @@ def _losses(run):
     return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
 
 
+@pytest.mark.slow
 def test_pretrain_3d_on_synthetic_nifti_folder(volume_folder, tmp_path):
     recipe = load_recipe("isimed_3d_colin27", [
         f"data.path={volume_folder}", "trainer.max_steps=2", f"trainer.output_dir={tmp_path / 'run'}",
@@ -120,12 +121,9 @@ def test_pretrain_3d_on_synthetic_nifti_folder(volume_folder, tmp_path):
     assert encoder(torch.rand(2, 1, 16, 16, 16)).shape == (2, 512)
 
 
-def test_pretrain_on_real_colin27(shared_data, tmp_path):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA is not set")
-    t1 = shared_data / "volumes" / "colin27_t1.nii.gz"
-    if not t1.is_file():
-        pytest.skip(f"{t1} is missing")
+@pytest.mark.slow
+def test_pretrain_on_real_colin27(real_data, tmp_path):
+    t1 = real_data.need("volumes/colin27_t1.nii.gz")
     folder = tmp_path / "colin"
     folder.mkdir()
     (folder / t1.name).symlink_to(t1)  # the real volume alone, read in place

@@ -3,7 +3,7 @@ options name their recipe field."""
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 from medrep.checkpoint import load_encoder
 from medrep.engine import pretrain
@@ -73,12 +73,11 @@ def test_pretrain_from_recipe_exports_the_whole_unet(tiny_npz, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_pretrain_3d_on_real_colin27(shared_data, tmp_path):
-    if shared_data is None or not (shared_data / "volumes" / "colin27_t1.nii.gz").is_file():
-        pytest.skip("needs MEDREP_DATA with volumes/colin27_t1.nii.gz")
+def test_pretrain_3d_on_real_colin27(real_data, tmp_path):
+    real_data.need("volumes/colin27_t1.nii.gz")
     folder = tmp_path / "colin"
     folder.mkdir()
-    (folder / "colin27_t1.nii.gz").symlink_to(shared_data / "volumes" / "colin27_t1.nii.gz")
+    (folder / "colin27_t1.nii.gz").symlink_to(real_data / "volumes" / "colin27_t1.nii.gz")
     recipe = load_recipe("cover_3d_colin27", [f"data.path={folder}", "model.channels=[4, 8, 8, 16, 16]", "model.groups=4",
                                               "method.neighbourhood=3", "data.crops.size=32", "data.crops.k=1",
                                               "trainer.max_steps=1", f"trainer.output_dir={tmp_path / 'run'}",

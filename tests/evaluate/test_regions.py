@@ -52,10 +52,8 @@ def test_label_names_errors(tmp_path):
         read_label_names(dup)
 
 
-def test_grouping_covers_all_116_real_aal_labels(shared_data):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    names = read_label_names(shared_data / "volumes" / "colin27_aal_labels.txt")
+def test_grouping_covers_all_116_real_aal_labels(real_data):
+    names = read_label_names(real_data / "volumes" / "colin27_aal_labels.txt")
     assert sorted(names) == list(range(1, 117))
     groups = group_labels(names)
     assert set(groups.values()) == set(GROUPS)
@@ -206,10 +204,8 @@ def test_cli_regions_help(capsys):
     assert "--slab-axis" in text and "MEDREP_DATA" in text and "cerebellum" in text
 
 
-def test_real_colin27_slab_split(shared_data):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    labels = np.asarray(nib.load(shared_data / "volumes" / "colin27_aal.nii.gz").dataobj)
+def test_real_colin27_slab_split(real_data):
+    labels = np.asarray(nib.load(real_data / "volumes" / "colin27_aal.nii.gz").dataobj)
     train, test, info = slab_centres(labels > 0, (32, 32, 32), 16, slab_axis=2)
     check_disjoint(train, test, (32, 32, 32), slab_axis=2)
     assert info["n_slabs"] == 4 and len(train) == len(test) > 100

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vlp_helpers import brightness_pairs, require_text_model
+from helpers import brightness_pairs, require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import RecipeError
@@ -140,6 +140,7 @@ def test_mgca_prototypes_get_zero_gradients_while_frozen():
         method.on_train_batch_end(done + 1, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gloria", "mgca"])
 def test_pretrain_and_load_method_rebuild_the_model(name, pairs, tmp_path):
     from medrep.checkpoint import load_method

@@ -1,6 +1,6 @@
 """Vision-language losses (CLIP/ConVIRT, GLoRIA local, MGCA token and prototype): values and
 gradients against naive loops, padding invariance, Sinkhorn marginals, and a 2-process gloo DDP
-check. The distributed workers are this file run as a script (see ``gloo.py``).
+check. The distributed workers are this file run as a script (see ``helpers.run_workers``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from gloo import WORLD, run_workers, worker_main
+from helpers import WORLD, run_workers, worker_main
 
 from medrep.losses import (
     clip_loss,
@@ -500,6 +500,7 @@ def _single_process(name: str) -> dict:
     return _loss_and_grads(_Towers(), name, slice(0, WORLD * LOCAL_N), gather_=True)  # no process group
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LOSSES)
 def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dict], name: str) -> None:
     ref = _single_process(name)
@@ -511,6 +512,7 @@ def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dic
             torch.testing.assert_close(torch.tensor(res["grads"][k], dtype=F64), torch.tensor(want, dtype=F64), atol=1e-9, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LOSSES)
 def test_gloo_without_gather_differs(ddp_results: list[dict], name: str) -> None:
     """Proves the check above can fail: per-rank negatives (or Sinkhorn sums) give another loss and gradient."""

@@ -318,10 +318,9 @@ def test_hemisphere_split_rules():
         check_halves_disjoint({"train": (9, 90), "test": (91, 171)}, 90.0, 4)
 
 
-def test_colin27_lobes_split_is_disjoint(shared_data):
-    if shared_data is None or not (shared_data / "volumes" / "colin27_aal.nii.gz").is_file():
-        pytest.skip("MEDREP_DATA/volumes not available")
-    task = colin27_lobes(shared_data / "volumes", spatial_dims=3)
+def test_colin27_lobes_split_is_disjoint(real_data):
+    real_data.need("volumes/colin27_aal.nii.gz")
+    task = colin27_lobes(real_data / "volumes", spatial_dims=3)
     assert task.num_classes == 8 and task.class_names[1:] == ["frontal", "parietal", "temporal", "occipital", "limbic",
                                                              "subcortical", "cerebellum"]
     split = task.info["split"]
@@ -329,7 +328,7 @@ def test_colin27_lobes_split_is_disjoint(shared_data):
     assert a1 <= split["midline_index"] - split["gap"] / 2 and b0 > split["midline_index"] + split["gap"] / 2
     assert b0 - (a1 - 1) > split["gap"] and set(range(a0, a1)).isdisjoint(range(b0, b1))
     assert task.train[0].image.shape[0] == a1 - a0 and task.test[0].image.shape[0] == b1 - b0
-    affine = nib.load(shared_data / "volumes" / "colin27_t1.nii.gz").affine
+    affine = nib.load(real_data / "volumes" / "colin27_t1.nii.gz").affine
     assert affine[0, 0] * (a1 - 1) + affine[0, 3] < 0 < affine[0, 0] * b0 + affine[0, 3]  # left trains, right tests
     for item in (*task.train, *task.test):  # the test half is mirrored: the midline is at the end in both
         assert (item.mask[0] > 0).sum() < (item.mask[-1] > 0).sum()

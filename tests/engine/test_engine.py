@@ -3,7 +3,7 @@ import csv
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 import medrep
 from medrep.checkpoint import export_encoder, load_encoder
@@ -41,6 +41,7 @@ def test_export_roundtrip_is_exact(tmp_path):
     assert torch.equal(enc(x), back(x))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tiny_npz, tmp_path):
     run = tmp_path / "run"
     pretrain(load_recipe(tiny_recipe(tiny_npz, run, trainer={"max_steps": 2})))
@@ -73,6 +74,7 @@ def test_16_mixed_on_cpu_is_refused(tiny_npz, tmp_path):
         pretrain(recipe)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tiny_npz, tmp_path):
     encs = [medrep.load_encoder(pretrain(load_recipe(tiny_recipe(tiny_npz, tmp_path / f"r{i}", trainer={"max_steps": 2}))))
             for i in range(2)]
@@ -80,6 +82,7 @@ def test_same_seed_same_weights(tiny_npz, tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss(tiny_npz, tmp_path):
     recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run", trainer={"max_steps": 30, "checkpoint_every_n_steps": 30},
                                      optim={"lr": 3e-3, "warmup_steps": 0}))

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from vlp_helpers import brightness_pairs, require_text_model
+from helpers import brightness_pairs, require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import MedrepError
@@ -27,6 +27,7 @@ def volumes(tmp_path_factory) -> Path:
     return brightness_pairs(tmp_path_factory.mktemp("vol3d"), n=8, spatial_dims=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHOD))
 def test_image_report_methods_train_on_volumes(name, volumes, tmp_path):
     from medrep.checkpoint import load_method

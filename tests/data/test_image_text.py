@@ -92,12 +92,10 @@ def test_clean_text_and_text_files(tmp_path):
         read_text_file(tmp_path / "bad.txt")
 
 
-def test_sentences_on_real_reports(shared_data):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    annotation = json.loads((shared_data / "iu_xray" / "annotation.json").read_text())
+def test_sentences_on_real_reports(real_data):
+    annotation = json.loads((real_data / "iu_xray" / "annotation.json").read_text())
     texts = [e["report"] for entries in annotation.values() for e in entries]
-    texts += [r["Description"]["Caption"] for r in json.loads((shared_data / "medpix2" / "Descriptions.json").read_text())]
+    texts += [r["Description"]["Caption"] for r in json.loads((real_data / "medpix2" / "Descriptions.json").read_text())]
     assert len(texts) > 4000
     for text in texts:
         sentences = split_sentences(text)
@@ -224,17 +222,15 @@ def test_iu_xray_pairs(tmp_path):
         iu_xray_pairs(tmp_path / "annotation.json", images)
 
 
-def test_medpix2_pairs_real(shared_data):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    rows, report = medpix2_pairs(shared_data / "medpix2")
+def test_medpix2_pairs_real(real_data):
+    rows, report = medpix2_pairs(real_data / "medpix2")
     assert set(report["studies"]) == {"train", "dev"} and report["skipped"] == {}
     cases = {split: {r.patient for r in rows if r.split == split} for split in ("train", "dev")}
     assert cases["train"] and cases["dev"] and not cases["train"] & cases["dev"]
     assert all(r.report.strip() and Path(r.images[0]).is_file() for r in rows)
     with pytest.raises(DataError, match="no findings text"):
-        medpix2_pairs(shared_data / "medpix2", field="findings")
-    rows, report = medpix2_pairs(shared_data / "medpix2", field="findings", skip_bad=True)
+        medpix2_pairs(real_data / "medpix2", field="findings")
+    rows, report = medpix2_pairs(real_data / "medpix2", field="findings", skip_bad=True)
     assert report["skipped"]["no findings text"] > 0 and len(rows) + report["skipped"]["no findings text"] == 1850
 
 

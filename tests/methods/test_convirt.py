@@ -3,14 +3,13 @@
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import brightness_pairs, require_text_model
 from PIL import Image
-from vlp_helpers import brightness_pairs, require_text_model
 
 from medrep.data import build_dataset
 from medrep.data.datasets.image_text_dataset import ImageTextDataset
@@ -59,6 +58,7 @@ def method(pairs):
     return build_method(load_recipe(convirt_recipe(pairs, Path("unused"))))
 
 
+@pytest.mark.slow
 def test_pretrain_exports_encoder_and_load_method_rebuilds_convirt(pairs, tmp_path):
     from medrep.checkpoint import load_encoder, load_method
 
@@ -218,6 +218,7 @@ def _brightness_pairs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[
     return images, [f"A {'bright' if b else 'dark'} image." for b in bright], bright
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_learnable_pairing():
     """Captions say whether an image is bright or dark; every step draws new pairs, so nothing can be
     memorised. With two distinct captions in a batch of 16 the loss cannot go below about log 8
@@ -250,13 +251,11 @@ def test_loss_decreases_on_a_learnable_pairing():
     assert (margin[bright][:, None] > margin[~bright][None, :]).float().mean() > 0.95
 
 
-@pytest.mark.skipif(not os.environ.get("MEDREP_DATA"), reason="needs the real data ($MEDREP_DATA)")
-def test_cli_pretrains_convirt_on_medpix_captions(tmp_path):
+@pytest.mark.slow
+def test_cli_pretrains_convirt_on_medpix_captions(tmp_path, real_data):
     from medrep.cli import main
 
-    root = Path(os.environ["MEDREP_DATA"]) / "medpix2"
-    if not (root / "Descriptions.json").is_file():
-        pytest.skip("no MedPix 2.0 under $MEDREP_DATA")
+    root = real_data.need("medpix2/Descriptions.json").parent
     out = tmp_path / "run"
     code = main(["pretrain", "--recipe", "convirt_medpix", "--data", str(root), "trainer.max_steps=1", "data.batch_size=4",
                  "data.size=64", "trainer.accelerator=cpu", "trainer.progress_bar=false", f"trainer.output_dir={out}"])

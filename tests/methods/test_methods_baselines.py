@@ -8,7 +8,7 @@ import csv
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 import medrep
 from medrep.engine import pretrain

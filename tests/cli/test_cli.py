@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_npz
+from helpers import make_npz
 
 from medrep.cli import COMMANDS, build_parser, main
 from medrep.cli.evaluate import EVALUATIONS
@@ -98,6 +98,7 @@ def test_dry_run_prints_resolved_recipe(capsys):
     assert "lr: 0.5" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_pretrain_evaluate_embed_end_to_end(tmp_path, capsys):
     npz = make_npz(tmp_path / "tiny.npz", n=96)
     run = tmp_path / "run"
@@ -120,6 +121,7 @@ def test_pretrain_evaluate_embed_end_to_end(tmp_path, capsys):
         assert f["features"].shape == (24, 512) and f["labels"].shape == (24,)
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "medrep", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "simclr" in proc.stdout

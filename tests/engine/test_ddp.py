@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
-from conftest import make_npz
+from helpers import make_npz
 
 PROBE = """import atexit, sys
 from medrep.losses.distributed import gloo_threads
@@ -20,6 +21,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_pretrain_on_cpu(tmp_path):
     npz = make_npz(tmp_path / "tiny.npz", n=64)
     run = tmp_path / "run"

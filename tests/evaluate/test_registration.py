@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 from medrep.checkpoint import load_method
 from medrep.engine import pretrain
@@ -28,7 +28,7 @@ def test_end_point_error_matches_loops():
 
 @pytest.fixture(scope="module")
 def cover_run(tmp_path_factory):
-    from conftest import make_npz
+    from helpers import make_npz
 
     tmp = tmp_path_factory.mktemp("cover")
     npz = make_npz(tmp / "tiny.npz", n=64, size=16)
@@ -45,6 +45,7 @@ def cover_run(tmp_path_factory):
     return pretrain(load_recipe(recipe))
 
 
+@pytest.mark.slow
 def test_run_reloads_and_beats_zero_motion(cover_run, tmp_path):
     method = load_method(cover_run)
     images = held_out_images(cover_run, split="test", n=16)

@@ -82,10 +82,8 @@ def test_truncated_png(tmp_path):
     raises_naming(path, read_image, path)
 
 
-def test_truncated_real_files(tmp_path, shared_data):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    for src in (shared_data / "volumes" / "head_ct.nii.gz", shared_data / "cxr_samples" / "siim_sample.dcm"):
+def test_truncated_real_files(tmp_path, real_data):
+    for src in (real_data / "volumes" / "head_ct.nii.gz", real_data / "cxr_samples" / "siim_sample.dcm"):
         path = _half(src, tmp_path / src.name)
         raises_naming(path, read_image, path)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gloo import WORLD, run_workers, worker_main
+from helpers import WORLD, run_workers, worker_main
 
 from medrep.losses import barlow_twins_loss, byol_loss, vicreg_loss
 
@@ -285,6 +285,7 @@ def _mean_terms(results: list[dict], key: str) -> dict[str, float]:
     return {k: sum(t[k] for t in terms) / WORLD for k in terms[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dict], name: str) -> None:
     ref = _single_process(name)
@@ -303,6 +304,7 @@ def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dic
             )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_gloo_without_gather_differs(ddp_results: list[dict], name: str) -> None:
     """Proves the check above can fail: per-rank batch statistics give another loss and gradient."""

@@ -148,10 +148,8 @@ def test_cli_prepare_help_and_errors(tmp_path, capsys, monkeypatch):
     assert "--root" in capsys.readouterr().err
 
 
-def test_real_medpix2(shared_data, tmp_path):
-    if shared_data is None:
-        pytest.skip("MEDREP_DATA not set")
-    root = shared_data / "medpix2"
+def test_real_medpix2(real_data, tmp_path):
+    root = real_data / "medpix2"
     cases, _ = read_splits(root)
     assert Counter(cases.values()) == {"train": 535, "dev": 67}
     for target in TARGETS:

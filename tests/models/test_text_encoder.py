@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from vlp_helpers import require_text_model
+from helpers import require_text_model
 
 DEFAULT = require_text_model()  # skips this module without transformers or the packaged model
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 from PIL import Image
 
 from medrep.cli import main
@@ -223,10 +223,9 @@ def test_evaluate_zeroshot_beside_the_linear_probe(tmp_path):
         evaluate_zeroshot(FakeVLP(vocab), rows, CFG, ["CT", "MR"], test_split="test", device="cpu")
 
 
-def test_medpix_rows_are_labelled_single_images(shared_data):
-    if shared_data is None or not (shared_data / "medpix2").is_dir():
-        pytest.skip("MedPix 2.0 not available ($MEDREP_DATA)")
-    rows, report = medpix_rows(shared_data / "medpix2", "modality")
+def test_medpix_rows_are_labelled_single_images(real_data):
+    real_data.need("medpix2")
+    rows, report = medpix_rows(real_data / "medpix2", "modality")
     assert report["classes"] == ["CT", "MR"] and len(rows) == sum(report["images"].values())
     assert all(len(r.images) == 1 and r.label in ("CT", "MR") and r.patient for r in rows)
     assert {r.split for r in rows} == {"train", "dev"}
@@ -234,7 +233,7 @@ def test_medpix_rows_are_labelled_single_images(shared_data):
 
 @pytest.fixture(scope="module")
 def simclr_run(tmp_path_factory):
-    from conftest import make_npz
+    from helpers import make_npz
 
     from medrep.engine import pretrain
     from medrep.recipe import load_recipe
@@ -261,6 +260,7 @@ def test_cli_errors_name_the_option(tmp_path, capsys, simclr_run, monkeypatch):
     assert "--templates" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_a_convirt_run(tmp_path, capsys):
     from medrep.methods.registry import available_methods
 

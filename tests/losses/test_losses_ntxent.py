@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from gloo import WORLD, run_workers, worker_main
+from helpers import WORLD, run_workers, worker_main
 
 from medrep.losses import gather, info_nce, nt_xent, rank, rank_offset, world_size
 
@@ -232,12 +232,14 @@ def _single_process(name: str) -> dict:
     return _loss_and_grads(_model(), name, x1, x2, gather_=True)  # no process group: identity
 
 
+@pytest.mark.slow
 def test_gloo_helpers(ddp_results: list[dict]) -> None:
     for r, res in enumerate(ddp_results):
         assert res["world_size"] == WORLD and res["rank"] == r and res["offset"] == r * LOCAL_N
         assert res["gathered"] == [0.0] * LOCAL_N + [1.0] * LOCAL_N
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dict], name: str) -> None:
     ref = _single_process(name)
@@ -252,6 +254,7 @@ def test_gloo_gathered_loss_and_grads_equal_single_process(ddp_results: list[dic
             )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_gloo_without_gather_differs(ddp_results: list[dict], name: str) -> None:
     """Proves the check above can fail: local-only negatives give another loss and gradient."""

@@ -169,14 +169,11 @@ def test_jpeg_and_extensionless_dicom(tmp_path):
     assert read_image(tmp_path / "IM0001")["meta"]["format"] == "dicom"
 
 
-# Real files from $MEDREP_DATA (conftest's shared_data fixture; skipped when absent).
+# Real files from $MEDREP_DATA (the real_data fixture; skipped when absent).
 
 
-def test_real_siim_dicom_matches_pydicom(shared_data):
-    root = shared_data
-    if root is None:
-        pytest.skip("MEDREP_DATA not set")
-    path = root / "cxr_samples" / "siim_sample.dcm"
+def test_real_siim_dicom_matches_pydicom(real_data):
+    path = real_data.need("cxr_samples/siim_sample.dcm")
     ds = pydicom.dcmread(path)
     sample = read_image(path, spatial_dims=2)
     _check_contract(sample, 2)
@@ -189,21 +186,15 @@ def test_real_siim_dicom_matches_pydicom(shared_data):
             assert value not in text
 
 
-def test_real_nih_pngs(shared_data):
-    root = shared_data
-    if root is None:
-        pytest.skip("MEDREP_DATA not set")
-    for path in sorted((root / "cxr_samples").glob("*.png")):
+def test_real_nih_pngs(real_data):
+    for path in sorted(real_data.need("cxr_samples").glob("*.png")):
         sample = read_image(path)
         _check_contract(sample, 2)
         assert sample["image"].shape == (1, 512, 512)
 
 
-def test_real_head_ct_spacing(shared_data):
-    root = shared_data
-    if root is None:
-        pytest.skip("MEDREP_DATA not set")
-    sample = read_image(root / "volumes" / "head_ct.nii.gz", spatial_dims=3)
+def test_real_head_ct_spacing(real_data):
+    sample = read_image(real_data.need("volumes/head_ct.nii.gz"), spatial_dims=3)
     _check_contract(sample, 3)
     assert sample["image"].shape == (1, 256, 256, 108)
     np.testing.assert_allclose(sample["spacing"].numpy(), [0.957, 0.957, 1.5], atol=1e-3)

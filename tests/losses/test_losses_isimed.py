@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from gloo import WORLD, run_workers, worker_main
+from helpers import WORLD, run_workers, worker_main
 
 from medrep.errors import MedrepError
 from medrep.losses import isimed_loss, rank, world_size
@@ -165,6 +165,7 @@ def _grads_close(got, want):
                               atol=1e-8, rtol=0) for k in want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pairs", ["same_image", "all"])
 def test_gloo_loss_and_grads_equal_single_process(ddp_results, pairs):
     """same_image needs no gather (an image's crops share a rank); all gathers with gradients."""
@@ -176,6 +177,7 @@ def test_gloo_loss_and_grads_equal_single_process(ddp_results, pairs):
         assert _grads_close(res["grads"], ref["grads"])
 
 
+@pytest.mark.slow
 def test_gloo_all_pairs_without_gather_differ(ddp_results):
     """Proves the check above can fail: without the gather the cross-rank pairs are lost."""
     ref = _single("all")
