@@ -11,8 +11,8 @@ divide by ``sum(mask)`` over the batch.
   vector, components *summed* (official l. 9: the ``(B, 1, ...)`` mask broadcasts over the ``n``
   components in the numerator, the denominator counts positions only).
 - ``L_con = 1 - mean cos(f_b, warp(f_a, psi_true))`` along channels, with ``F.normalize``
-  (eps 1e-12) as the official l. 5. The official loss is ``-mean cos``; METHODS.md's ``1 - mean
-  cos`` is followed here (same gradient, 0 at perfect agreement).
+  (eps 1e-12) as the official l. 5. The official loss is ``-mean cos``; we use ``1 - mean
+  cos`` (same gradient, and 0 at perfect agreement, so a logged value reads as a distance).
 - No valid position: both terms are 0 with a (zero) gradient, where the official code divides by
   zero (NaN); a batch whose views do not overlap then teaches nothing instead of poisoning the
   weights. Inputs are zeroed at masked positions (``where``, not a product) before any arithmetic,
@@ -87,7 +87,7 @@ def consistency_loss(f_b: Tensor, f_a: Tensor, flow: Tensor, mask: Tensor) -> Te
 
 
 def cover_loss(pred_flow: Tensor, true_flow: Tensor, mask: Tensor, f_b: Tensor, f_a: Tensor) -> dict[str, Tensor]:
-    """``loss = vec + con`` (unweighted, as the official code and METHODS.md), with both terms.
+    """``loss = vec + con`` (unweighted, as the official code and the paper), with both terms.
 
     ``f_b`` / ``f_a``: full-resolution decoder features of the fixed / moving view before any
     projection; ``con`` warps ``f_a`` by the *true* field, so it trains the backbone alone.

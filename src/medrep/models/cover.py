@@ -28,8 +28,9 @@ Deliberate differences, each documented where it happens:
   differs, and the per-level flows live on their own levels' grids.
 - rescaling between levels uses ``(size_l - 1) / (size_{l-1} - 1)``, exact for
   ``align_corners=True`` interpolation, where the official code multiplies by 2 (l. 122, 130).
-- ``warp`` uses ``align_corners=True`` (METHODS.md: the official ``SpatialTransformer`` normalises
-  by ``size - 1`` but calls ``grid_sample`` with the default ``align_corners=False``).
+- ``warp`` uses ``align_corners=True``: the official ``SpatialTransformer`` normalises by
+  ``size - 1`` but calls ``grid_sample`` with the default ``align_corners=False``, which shifts
+  every sample by half a voxel; ours matches its own normalisation.
 - 2D and 3D; the official unit is 2D only (``makeV`` reshapes to 2 components, l. 43).
 """
 
