@@ -62,3 +62,27 @@ def test_invalid_yaml_is_named(tmp_path):
     bad.write_text("method: [unclosed")
     with pytest.raises(RecipeError, match="bad.yaml"):
         load_recipe(bad)
+
+
+def test_closed_sections_are_checked_by_their_declared_types():
+    from medrep.recipe import load_recipe
+
+    for override, field in (("optim.lr=0", "optim.lr"), ("optim.weight_decay=-1", "optim.weight_decay"),
+                            ("optim.name=lars", "optim.name"), ("trainer.precision=33", "trainer.precision"),
+                            ("trainer.progress_bar=maybe", "trainer.progress_bar"), ("trainer.seed=1.5", "trainer.seed"),
+                            ("data.batch_size=0", "data.batch_size"), ("data.num_workers=-1", "data.num_workers"),
+                            ("data.intensity=foo", "data.intensity"), ("data.size=[8, 0]", "data.size"),
+                            ("data.spatial_dims=4", "data.spatial_dims"), ("data.cache=1", "data.cache")):
+        with pytest.raises(RecipeError, match="^" + field.replace(".", r"\.") + ":"):
+            load_recipe("simclr_pneumoniamnist", [override])
+    recipe = load_recipe("simclr_pneumoniamnist", ["trainer.precision=32", "optim.lr=1", "trainer.devices=[0, 1]"])
+    assert recipe["trainer"]["precision"] == "32" and recipe["optim"]["lr"] == 1.0 and recipe["trainer"]["devices"] == [0, 1]
+
+
+def test_augment_defaults_are_view_augments_own():
+    from medrep.options import options_of
+    from medrep.recipe import DEFAULTS
+    from medrep.transforms import ViewAugment
+
+    own = {name: list(o.default) if isinstance(o.default, tuple) else o.default for name, o in options_of(ViewAugment).items()}
+    assert DEFAULTS["augment"] == own

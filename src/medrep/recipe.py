@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -22,31 +24,80 @@ from .data.datasets.crop_config import CROP_DEFAULTS as CROP_DEFAULTS  # re-expo
 from .data.datasets.crop_config import check_crops
 from .data.sources import PRETRAIN_KINDS, check_source_options, source_names, source_options
 from .errors import RecipeError
+from .options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_options
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSection:
+    """``data``: the keys every source reads (each source adds its own, see :mod:`medrep.data.sources`)."""
+
+    source: str = "medmnist"  # a registered source: medmnist | folder | manifest | image_text | medpix2 | iu_xray | mimic_cxr ...
+    path: Any = None  # None: the source's default (packaged PneumoniaMNIST, $MEDREP_DATA/medpix2, ...); checked by the source
+    split: str = "train"
+    size: PositiveInt | Sequence[PositiveInt] | None = None  # resize every image to this spatial size; None keeps it
+    intensity: Literal["minmax", "percentile", "ct_window", "none"] = "minmax"
+    window: Sequence[float] | None = None  # [low, high] HU for ct_window
+    percentiles: Sequence[float] = (1.0, 99.0)
+    spatial_dims: Literal[2, 3] | None = None  # None: follow model.spatial_dims
+    batch_size: PositiveInt = 256
+    num_workers: NonNegativeInt = 0
+    cache: bool = True
+    skip_bad: bool = False  # image sources: leave out unreadable images; image-text readers: bad studies
+    # K random crops per image with their centres in mm (medrep.data.CropDataset), or null for whole
+    # images; keys and defaults: medrep.data.datasets.crop_config.CropOptions
+    crops: dict | bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimSection:
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    momentum: NonNegativeFloat = 0.9  # sgd only
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: NonNegativeInt = 0
+
+
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerSection:
+    max_steps: PositiveInt | None = 1000
+    max_epochs: PositiveInt | None = None
+    accelerator: str = "auto"
+    devices: int | str | Sequence[int] = 1  # Lightning's: a count, "auto", or device indices
+    num_nodes: PositiveInt = 1
+    strategy: str = "auto"
+    precision: Literal[PRECISIONS] = "32"  # a YAML 32 is read as "32"
+    accumulate_grad_batches: PositiveInt = 1
+    gradient_clip_val: NonNegativeFloat | None = None
+    checkpoint_every_n_steps: PositiveInt | None = 500
+    log_every_n_steps: PositiveInt = 10
+    seed: int = 0
+    output_dir: str = "runs/run"
+    progress_bar: bool = True
+    deterministic: bool = False
+
+
+#: The closed sections, declared once as typed dataclasses and checked by :mod:`medrep.options`.
+SECTIONS = {"data": DataSection, "optim": OptimSection, "trainer": TrainerSection}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value  # YAML-dumpable
+
+
+def _section_defaults(section: type) -> dict[str, Any]:
+    return {f.name: _plain(f.default) for f in fields(section)}
+
 
 DEFAULTS: dict[str, Any] = {
     "method": {"name": None},
     "model": {"name": "resnet18", "spatial_dims": 2, "in_channels": 1},
-    "data": {
-        # a registered source (medrep.data.sources): images: medmnist | folder | manifest; image-report
-        # pairs: image_text (a CSV/JSONL manifest) | medpix2 | iu_xray (R2Gen annotation.json) | mimic_cxr
-        "source": "medmnist",
-        "path": None,  # None: the source's default (packaged PneumoniaMNIST, $MEDREP_DATA/medpix2, ...)
-        "split": "train",
-        "size": None,  # resize every image to this spatial size; None keeps it
-        "intensity": "minmax",  # minmax | percentile | ct_window | none
-        "window": None,  # [low, high] HU for ct_window
-        "percentiles": [1.0, 99.0],
-        "spatial_dims": None,  # None: follow model.spatial_dims
-        "batch_size": 256,
-        "num_workers": 0,
-        "cache": True,
-        "skip_bad": False,  # image sources: leave out unreadable images; image-text readers: bad studies
-        # each source's own keys, declared with the source (medpix2: text_field, iu_xray: image_root, folder: class_folders)
-        **source_options(),
-        # K random crops per image with their centres in mm (medrep.data.CropDataset), or
-        # null for whole images. Keys and defaults: CROP_DEFAULTS (medrep.data.datasets.crop_config).
-        "crops": None,
-    },
+    # each source's own keys join data (medpix2: text_field, iu_xray: image_root, folder: class_folders)
+    "data": {**_section_defaults(DataSection), **source_options()},
+    # ViewAugment's defaults (tests/transforms checks they agree; importing it here would bring in torch)
     "augment": {
         "crop_scale": [0.35, 1.0],
         "rotate_deg": 15.0,
@@ -59,31 +110,8 @@ DEFAULTS: dict[str, Any] = {
         "blur_sigma": [0.1, 1.5],
         "cutout_prob": 0.0,
     },
-    "optim": {
-        "name": "adamw",  # adamw | sgd | lars-free adam variants only
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "momentum": 0.9,
-        "schedule": "cosine",  # cosine | constant
-        "warmup_steps": 0,
-    },
-    "trainer": {
-        "max_steps": 1000,
-        "max_epochs": None,
-        "accelerator": "auto",
-        "devices": 1,
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32",
-        "accumulate_grad_batches": 1,
-        "gradient_clip_val": None,
-        "checkpoint_every_n_steps": 500,
-        "log_every_n_steps": 10,
-        "seed": 0,
-        "output_dir": "runs/run",
-        "progress_bar": True,
-        "deterministic": False,
-    },
+    "optim": _section_defaults(OptimSection),
+    "trainer": _section_defaults(TrainerSection),
 }
 
 OPEN_SECTIONS = ("method", "model")
@@ -104,9 +132,6 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")
-
-
 def _merge(base: dict, update: dict, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -189,29 +214,17 @@ def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | 
 def validate(recipe: dict) -> dict:
     if not recipe["method"].get("name"):
         raise RecipeError("a recipe must name its method", "method.name")
-    trainer, data, optim = recipe["trainer"], recipe["data"], recipe["optim"]
-    trainer["precision"] = str(trainer["precision"])
-    if trainer["precision"] not in PRECISIONS:
-        raise RecipeError(f"must be one of {', '.join(PRECISIONS)}", "trainer.precision")
-    for section, key in (("trainer", "accumulate_grad_batches"), ("data", "batch_size"), ("trainer", "num_nodes")):
-        value = recipe[section][key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RecipeError(f"must be a positive integer, got {value!r}", f"{section}.{key}")
-    for key in ("max_steps", "max_epochs", "checkpoint_every_n_steps"):
-        value = trainer[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise RecipeError(f"must be a positive integer or null, got {value!r}", f"trainer.{key}")
+    trainer, data = recipe["trainer"], recipe["data"]
+    if isinstance(trainer["precision"], int) and not isinstance(trainer["precision"], bool):
+        trainer["precision"] = str(trainer["precision"])  # YAML reads 32 as a number
+    for name, section in SECTIONS.items():
+        values = recipe[name]
+        declared = {k: v for k, v in values.items() if k in {f.name for f in fields(section)}}
+        checked = check_options(section, declared, f"{name}.", name)
+        values.update({k: _plain(v) for k, v in checked.items() if k in declared})
     if trainer["max_steps"] is None and trainer["max_epochs"] is None:
         raise RecipeError("set trainer.max_steps or trainer.max_epochs", "trainer")
-    if not isinstance(optim["lr"], (int, float)) or optim["lr"] <= 0:
-        raise RecipeError(f"must be a positive number, got {optim['lr']!r}", "optim.lr")
-    if optim["name"] not in ("adamw", "adam", "sgd"):
-        raise RecipeError("must be adamw, adam or sgd", "optim.name")
-    if optim["schedule"] not in ("cosine", "constant"):
-        raise RecipeError("must be cosine or constant", "optim.schedule")
     _check_source(data)
-    if data["intensity"] not in ("minmax", "percentile", "ct_window", "none"):
-        raise RecipeError("must be minmax, percentile, ct_window or none", "data.intensity")
     if data["intensity"] == "ct_window" and (not isinstance(data["window"], (list, tuple)) or len(data["window"]) != 2):
         raise RecipeError("ct_window needs data.window: [low, high] in HU", "data.window")
     if recipe["model"]["spatial_dims"] not in (2, 3):
