@@ -74,6 +74,9 @@ def test_list_names_methods_and_recipes(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "simclr" in out and "resnet18" in out and "simclr_pneumoniamnist" in out
+    from medrep.data.sources import source_names
+
+    assert all(name in out for name in source_names())  # every registered source, by kind
 
 
 @pytest.mark.parametrize(
