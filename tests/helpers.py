@@ -8,7 +8,6 @@ as JSON; a worker that fails or hangs fails the test instead of hanging it.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -17,11 +16,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from medrep.data.synthetic import write_nifti, write_png
+from medrep.data.sources.image_text import write_example_pairs
+from medrep.data.sources.medmnist import write_example_npz
 from medrep.errors import MedrepError
 
 TESTS = Path(__file__).resolve().parent
@@ -32,15 +31,7 @@ TESTS = Path(__file__).resolve().parent
 
 def make_npz(path: Path, n: int = 64, size: int = 16, seed: int = 0) -> Path:
     """A tiny MedMNIST-layout file whose two classes differ in brightness (learnable)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count in (("train", n), ("val", n // 4), ("test", n // 2)):
-        labels = rng.integers(0, 2, size=(count, 1))
-        images = rng.integers(0, 120, size=(count, size, size)) + 100 * labels[:, :, None]
-        arrays[f"{split}_images"] = images.astype(np.uint8)
-        arrays[f"{split}_labels"] = labels.astype(np.uint8)
-    np.savez(path, **arrays)
-    return path
+    return write_example_npz(path, n, size, seed)
 
 
 def tiny_recipe(npz: Path, out: Path, **sections) -> dict:
@@ -74,21 +65,7 @@ def require_text_model() -> Path:
 def brightness_pairs(root: Path, n: int = 16, spatial_dims: int = 2) -> Path:
     """An ``images,report,split`` manifest of ``n`` studies whose brightness the report names (a
     pairing a model can learn): 32 px PNGs, or 20x18x12 NIfTI volumes with 2.5 mm slices."""
-    with (root / "pairs.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["images", "report", "split"])
-        for i in range(n):
-            word = ("bright", "dark")[i % 2]
-            value, rng = (200 if word == "bright" else 40), np.random.default_rng(i)
-            if spatial_dims == 2:
-                name, what = f"img/{i}.png", "image"
-                write_png(root / name, np.clip(value + rng.integers(-20, 21, (32, 32)), 0, 255).astype(np.uint8))
-            else:
-                name, what = f"img/{i}.nii.gz", "CT volume"
-                (root / "img").mkdir(exist_ok=True)
-                write_nifti(root / name, (value + rng.normal(0, 10, (20, 18, 12))).astype(np.float32), (1.0, 1.0, 2.5))
-            writer.writerow([name, f"A {word} {what}. Case {i}.", "train"])
-    return root / "pairs.csv"
+    return write_example_pairs(root, n, spatial_dims)
 
 
 # ---------------------------------------------------------------- 2-process gloo workers

@@ -22,7 +22,7 @@ import yaml
 
 from .data.datasets.crop_config import CROP_DEFAULTS as CROP_DEFAULTS  # re-exported: recipe users read the crop keys here
 from .data.datasets.crop_config import check_crops
-from .data.sources import PRETRAIN_KINDS, check_source_options, source_names, source_options
+from .data.sources import PRETRAIN_KINDS, check_source_options, get_source, source_names, source_options
 from .errors import RecipeError
 from .options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_options
 
@@ -231,6 +231,10 @@ def validate(recipe: dict) -> dict:
         raise RecipeError(f"must be 2 or 3, got {recipe['model']['spatial_dims']!r}", "model.spatial_dims")
     if data["spatial_dims"] is None:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
+    dims = get_source(data["source"]).spatial_dims
+    if data["spatial_dims"] not in dims:
+        raise RecipeError(f"source {data['source']!r} holds {' or '.join(f'{d}D' for d in dims)} images, "
+                          f"got spatial_dims {data['spatial_dims']!r}", "data.spatial_dims")
     data["crops"] = check_crops(data.get("crops"), data["spatial_dims"])
     _check_options(recipe)
     return recipe

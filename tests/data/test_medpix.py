@@ -7,60 +7,29 @@ import csv
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
 from medrep.data.datasets.manifest import ManifestDataset
-from medrep.data.sources.medpix2 import TARGETS, medpix_manifest, read_splits, report_table, write_medpix_manifest
+from medrep.data.sources.medpix2 import (
+    TARGETS,
+    medpix_manifest,
+    read_splits,
+    report_table,
+    write_example_tree,
+    write_medpix_manifest,
+)
 from medrep.errors import MedrepError
 from medrep.models import build_backbone
 
 REGIONS = ("Head", "Thorax", "Abdomen")
 
 
-def make_medpix(root, n_cases=(12, 4), images_per_case=3, seed=0):
-    """A MedPix-2.0-shaped tree: CT images bright, MR dark; sizes vary (as in the real set); one
-    rare plane ('Drawing', one train image), one image without a plane."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "splits").mkdir()
-    records, split_lines = [], {"train": [], "dev": []}
-    case_no = 1000
-    for split, n in zip(("train", "dev"), n_cases):
-        for _ in range(n):
-            case_no += 1
-            case = f"MPX{case_no}"
-            kind = "CT" if case_no % 2 else "MR"
-            entry = {"U_id": case, "TAC": [], "MRI": [], "Case": {}, "Topic": {}}
-            for j in range(images_per_case):
-                stem = f"{case}_synpic{case_no * 10 + j}"
-                h, w = int(rng.integers(20, 33)), int(rng.integers(20, 33))
-                base = 170 if kind == "CT" else 60
-                Image.fromarray(np.clip(rng.normal(base, 25, (h, w)), 0, 255).astype(np.uint8)).save(root / "images" / f"{stem}.png")
-                plane = ["Axial", "Coronal", "Sagittal"][j % 3]
-                if split == "train" and case_no == 1001 and j == 0:
-                    plane = "Drawing"
-                if split == "train" and case_no == 1002 and j == 1:
-                    plane = None
-                records.append({"Type": kind, "U_id": case, "image": stem,
-                                "Description": {"ACR Codes": "", "Age": "50", "Caption": "x", "Figure Part": None,
-                                                "Modality": f"{kind} - x", "Plane": plane, "Sex": "female"},
-                                "Location": "Somewhere", "Location Category": REGIONS[case_no % 3]})
-                entry["TAC" if kind == "CT" else "MRI"].append(stem)
-            split_lines[split].append(entry)
-    (root / "Descriptions.json").write_text(json.dumps(records))
-    for split, lines in split_lines.items():
-        (root / "splits" / f"data_{split}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
-    return root
-
-
 @pytest.fixture
 def medpix(tmp_path):
-    return make_medpix(tmp_path / "medpix2")
+    return write_example_tree(tmp_path / "medpix2")
 
 
 def test_manifest_modality(medpix, tmp_path):

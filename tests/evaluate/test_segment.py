@@ -14,7 +14,13 @@ import torch
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
 from medrep.data.datasets.segmentation import SegItem, find_pairs, load_segmentation_folder
-from medrep.data.sources.colin27_lobes import check_halves_disjoint, colin27_lobes, hemisphere_ranges, midline_index
+from medrep.data.sources.colin27_lobes import (
+    check_halves_disjoint,
+    colin27_example,
+    colin27_lobes,
+    hemisphere_ranges,
+    midline_index,
+)
 from medrep.data.synthetic import write_nifti, write_png
 from medrep.errors import DataError, MedrepError
 from medrep.evaluate.dice import dice_per_class, summarise_cases
@@ -320,7 +326,17 @@ def test_hemisphere_split_rules():
 
 def test_colin27_lobes_split_is_disjoint(real_data):
     real_data.need("volumes/colin27_aal.nii.gz")
-    task = colin27_lobes(real_data / "volumes", spatial_dims=3)
+    check_colin27_split(real_data / "volumes")
+
+
+def test_colin27_lobes_split_on_the_example_tree(tmp_path):
+    """The same rules on the source's example tree (a 25x20x18 grid), so they are checked without the real data."""
+    colin27_example(tmp_path)
+    check_colin27_split(tmp_path)
+
+
+def check_colin27_split(folder):
+    task = colin27_lobes(folder, spatial_dims=3)
     assert task.num_classes == 8 and task.class_names[1:] == ["frontal", "parietal", "temporal", "occipital", "limbic",
                                                              "subcortical", "cerebellum"]
     split = task.info["split"]
@@ -328,7 +344,7 @@ def test_colin27_lobes_split_is_disjoint(real_data):
     assert a1 <= split["midline_index"] - split["gap"] / 2 and b0 > split["midline_index"] + split["gap"] / 2
     assert b0 - (a1 - 1) > split["gap"] and set(range(a0, a1)).isdisjoint(range(b0, b1))
     assert task.train[0].image.shape[0] == a1 - a0 and task.test[0].image.shape[0] == b1 - b0
-    affine = nib.load(real_data / "volumes" / "colin27_t1.nii.gz").affine
+    affine = nib.load(folder / "colin27_t1.nii.gz").affine
     assert affine[0, 0] * (a1 - 1) + affine[0, 3] < 0 < affine[0, 0] * b0 + affine[0, 3]  # left trains, right tests
     for item in (*task.train, *task.test):  # the test half is mirrored: the midline is at the end in both
         assert (item.mask[0] > 0).sum() < (item.mask[-1] > 0).sum()

@@ -132,13 +132,17 @@ def write_ct_series(
     return paths
 
 
-def write_nifti(path: str | Path, array: np.ndarray, spacing: Sequence[float] = (0.5, 0.8, 2.0)) -> Path:
-    """A NIfTI file with a diagonal affine of the given voxel sizes (anisotropic by default)."""
+def write_nifti(path: str | Path, array: np.ndarray, spacing: Sequence[float] = (0.5, 0.8, 2.0),
+                origin: Sequence[float] | None = None) -> Path:
+    """A NIfTI file with a diagonal affine of the given voxel sizes (anisotropic by default) and the
+    world position of voxel 0 (``origin``, default 0)."""
     import nibabel as nib
 
     array = np.asarray(array)
     spatial = [float(s) for s in spacing][: min(array.ndim, 3)]
     affine = np.diag([*spatial, *([1.0] * (3 - len(spatial))), 1.0])
+    if origin is not None:
+        affine[:3, 3] = [float(v) for v in origin]
     img = nib.Nifti1Image(array, affine)
     img.header.set_zooms(tuple(float(s) for s in spacing[: array.ndim]))
     path = Path(path)
@@ -168,3 +172,17 @@ def write_medmnist(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndar
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+#: what :func:`write_example_image` writes per image dimensionality
+EXAMPLE_SUFFIX = {2: ".png", 3: ".nii.gz"}
+
+
+def write_example_image(path: str | Path, value: float, seed: int) -> Path:
+    """One small image of brightness ``value`` plus seeded noise, for the sources' example trees:
+    a 32x32 uint8 image (format from the suffix: PNG, JPEG...) or, for ``.nii.gz``, a 20x18x12
+    float32 volume with 1x1x2.5 mm voxels (a real, anisotropic spacing)."""
+    rng = np.random.default_rng(seed)
+    if str(path).endswith(".nii.gz"):
+        return write_nifti(path, (value + rng.normal(0, 10, (20, 18, 12))).astype(np.float32), (1.0, 1.0, 2.5))
+    return write_png(path, np.clip(value + rng.integers(-20, 21, (32, 32)), 0, 255).astype(np.uint8))

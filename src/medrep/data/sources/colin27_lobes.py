@@ -30,6 +30,7 @@ from ...errors import DataError, MedrepError
 from ..datasets.segmentation import PERCENTILES, SegItem, SegTask, slices_of
 from ..io.atlas import GROUPS, group_labels, read_label_names
 from ..io.intensity import percentile_scale
+from ..synthetic import write_nifti
 from .registry import Source, register_source
 
 FILES = ("colin27_t1.nii.gz", "colin27_aal.nii.gz", "colin27_aal_labels.txt")
@@ -150,9 +151,33 @@ def colin27_lobes(volumes_dir: str | Path | None = None, spatial_dims: int = 3, 
     return SegTask(halves["train"], halves["test"], len(class_names), class_names, spatial_dims, info)
 
 
+#: one AAL name per region for the example atlas (the real list has 116)
+EXAMPLE_NAMES = ("Frontal_Sup", "Parietal_Sup", "Temporal_Sup", "Occipital_Sup", "Hippocampus", "Thalamus", "Cerebelum_Crus1")
+
+
+def colin27_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """The three files of :data:`FILES` under ``root`` on one 25x20x18 RAS grid of 1x1.2x1.5 mm voxels
+    with x = 0 through the middle of axis 0: a T1 whose 7 regions (bands along axis 1, one AAL label
+    per region and hemisphere, ``<id> <name>_L|_R <code>`` in the label list) differ in brightness.
+    The same tree serves 2D (sagittal slices) and 3D (halves): ``spatial_dims`` is not needed."""
+    root, rng = Path(root), np.random.default_rng(0)
+    shape, spacing = (25, 20, 18), (1.0, 1.2, 1.5)
+    atlas = np.zeros(shape, np.int16)
+    for g in range(len(EXAMPLE_NAMES)):
+        atlas[2:12, 3 + 2 * g: 5 + 2 * g, 3:15] = 2 * g + 1  # left hemisphere (x < 0)
+        atlas[12:23, 3 + 2 * g: 5 + 2 * g, 3:15] = 2 * g + 2  # right
+    t1 = np.where(atlas > 0, 60 + 8 * ((atlas + 1) // 2), 5) + rng.normal(0, 3, shape)
+    origin = (-(shape[0] - 1) / 2 * spacing[0], -10.0, -12.0)
+    write_nifti(root / FILES[0], t1.astype(np.float32), spacing, origin)
+    write_nifti(root / FILES[1], atlas, spacing, origin)
+    names = [f"{2 * g + 1 + h} {name}_{side} {2001 + 10 * g + h}" for g, name in enumerate(EXAMPLE_NAMES) for h, side in enumerate("LR")]
+    (root / FILES[2]).write_text("\n".join(names) + "\n")
+    return {"source": NAME, "path": str(root)}
+
+
 register_source(Source(
     name=NAME, kind="segmentation", summary="Colin27 T1 + AAL grouped into 7 lobe regions; left hemisphere trains, right tests",
     # data: path (the folder of FILES; default $MEDREP_DATA/volumes), spatial_dims (2: sagittal slices, 3: halves)
     task=lambda data: colin27_lobes(data.get("path"), spatial_dims=data.get("spatial_dims") or 3),
-    default_path="volumes",
+    default_path="volumes", example=colin27_example,
 ))

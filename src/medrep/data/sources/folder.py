@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import DataError
 from ..datasets.files import FolderDataset
+from ..synthetic import EXAMPLE_SUFFIX, write_example_image
 from .registry import Source, register_source, source_path
 
 
@@ -25,8 +26,17 @@ def folder_images(data: dict[str, Any], split: str | None, **common) -> FolderDa
     return FolderDataset(root, class_folders=bool(data.get("class_folders", False)), **common)
 
 
+def folder_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """``root/<split>/<class>/<n>.png`` (or ``.nii.gz`` volumes): 6 train and 2 test images, classes
+    ``bright`` and ``dark`` as class folders."""
+    for i in range(8):
+        split, word = "train" if i < 6 else "test", ("bright", "dark")[i % 2]
+        write_example_image(Path(root) / split / word / f"{i}{EXAMPLE_SUFFIX[spatial_dims]}", 200 if word == "bright" else 40, i)
+    return {"source": "folder", "path": str(root), "class_folders": True}
+
+
 register_source(Source(
     name="folder", kind="image", summary="a folder of images (PNG, JPEG, NIfTI, DICOM); split subfolders optional",
     images=folder_images, options={"class_folders": False},  # labels from class-named subfolders
-    matches=Path.is_dir,
+    matches=Path.is_dir, example=folder_example,
 ))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import DataError, RecipeError
 from ..datasets.image_text import ImageTextRow, Tally, check_pairs, pairs_report
+from ..synthetic import write_example_image
 from .registry import Source, register_source
 
 
@@ -62,9 +63,24 @@ def _check(data: dict[str, Any]) -> None:
         raise RecipeError(f"must be a folder path or null, got {root!r}", "data.image_root")
 
 
+def iu_xray_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """``root/annotation.json`` and, as R2Gen keeps them, the images in ``root/images/<id>/{0,1}.png``
+    (frontal and lateral view): 4 train, 2 val and 2 test studies. 2D only (chest X-rays)."""
+    root, data = Path(root), {"train": [], "val": [], "test": []}
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        study, word = f"CXR{i + 1}_IM-{1000 + i}", ("bright", "dark")[i % 2]
+        for view in (0, 1):
+            write_example_image(root / "images" / study / f"{view}.png", 200 if word == "bright" else 40, 2 * i + view)
+        data[split].append({"id": study, "report": f"The heart size is normal. The lungs are {word}. No pleural effusion.",
+                            "image_path": [f"{study}/0.png", f"{study}/1.png"], "split": split})
+    (root / "annotation.json").write_text(json.dumps(data, indent=1))
+    return {"source": "iu_xray", "path": str(root / "annotation.json"), "image_root": str(root / "images")}
+
+
 register_source(Source(
     name="iu_xray", kind="image_text", summary="IU X-ray chest X-ray studies and reports (R2Gen annotation.json)",
     pairs=lambda path, data: iu_xray_pairs(path, data.get("image_root") or path.parent, skip_bad=bool(data.get("skip_bad"))),
     # folder the annotation's image_path entries are relative to; null: the annotation's folder
     options={"image_root": None}, check=_check, default_path="iu_xray/annotation.json",
+    example=iu_xray_example, spatial_dims=(2,),
 ))

@@ -25,6 +25,7 @@ from ...errors import DataError
 from ..datasets.cached import CachedDataset
 from ..datasets.files import Sample
 from ..io.readers import LUMA
+from ..synthetic import write_medmnist
 from .registry import Source, register_source
 
 PACKAGED = "pneumoniamnist.npz"
@@ -150,8 +151,26 @@ class MedMNISTDataset(CachedDataset):
         return self._load(index)
 
 
+def write_example_npz(path: str | Path, n: int = 64, size: int = 16, seed: int = 0, spatial_dims: int = 2) -> Path:
+    """A MedMNIST-layout file (``n`` train, ``n // 4`` val, ``n // 2`` test images of ``size`` px per
+    axis, uint8, labels ``(N, 1)``) whose two classes differ in brightness, so a model can learn them."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, count in (("train", n), ("val", n // 4), ("test", n // 2)):
+        labels = rng.integers(0, 2, size=(count, 1))
+        images = rng.integers(0, 120, size=(count, *[size] * spatial_dims)) + 100 * labels.reshape(count, *[1] * spatial_dims)
+        splits[split] = (images.astype(np.uint8), labels.astype(np.uint8))
+    return write_medmnist(path, splits)
+
+
+def medmnist_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """``root/tinymnist.npz``: 8 train, 2 val and 4 test images of 28 px (2D) or 28^3 (3D, as the
+    MedMNIST 3D sets), no physical spacing."""
+    return {"source": "medmnist", "path": str(write_example_npz(Path(root) / "tinymnist.npz", 8, 28, 0, spatial_dims))}
+
+
 register_source(Source(
     name="medmnist", kind="image", summary="a MedMNIST .npz (default: $MEDREP_DATA/medmnist/pneumoniamnist.npz or the packaged copy)",
     images=lambda data, split, **common: MedMNISTDataset(data.get("path"), split=split or "train", **common),
-    matches=lambda path: Path(path).suffix == ".npz",
+    matches=lambda path: Path(path).suffix == ".npz", example=medmnist_example,
 ))

@@ -30,8 +30,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ...errors import DataError, RecipeError
 from ..datasets.image_text import ImageTextRow, Tally, check_pairs, pairs_report
+from ..synthetic import write_png
 from .registry import Source, register_source
 
 #: target name -> path of keys into a Descriptions.json record
@@ -271,6 +274,53 @@ def report_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_example_tree(root: str | Path, n_cases: tuple[int, int] = (12, 4), images_per_case: int = 3, seed: int = 0) -> Path:
+    """A MedPix-2.0-shaped tree under ``root``: ``n_cases`` train and dev cases of ``images_per_case``
+    images each; CT images bright, MR dark; sizes vary from 20 to 32 px (as in the real set, so a
+    batch needs ``data.size``); body regions cycle through Head, Thorax, Abdomen; planes through
+    Axial, Coronal, Sagittal, except one rare plane ('Drawing', the first image of the first case)
+    and one image without a plane (the second image of the second case), as the real set has."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    records, cases, split_lines = [], [], {"train": [], "dev": []}
+    case_no, regions = 1000, ("Head", "Thorax", "Abdomen")
+    for split, n in zip(("train", "dev"), n_cases):
+        for _ in range(n):
+            case_no += 1
+            case, kind, region = f"MPX{case_no}", "CT" if case_no % 2 else "MR", regions[case_no % 3]
+            entry = {"U_id": case, "TAC": [], "MRI": []}
+            for j in range(images_per_case):
+                stem = f"{case}_synpic{case_no * 10 + j}"
+                h, w = int(rng.integers(20, 33)), int(rng.integers(20, 33))
+                base = 170 if kind == "CT" else 60
+                write_png(root / "images" / f"{stem}.png", np.clip(rng.normal(base, 25, (h, w)), 0, 255).astype(np.uint8))
+                plane = ["Axial", "Coronal", "Sagittal"][j % 3]
+                if split == "train" and case_no == 1001 and j == 0:
+                    plane = "Drawing"
+                if split == "train" and case_no == 1002 and j == 1:
+                    plane = None
+                records.append({"Type": kind, "U_id": case, "image": stem,
+                                "Description": {"ACR Codes": "", "Age": "50", "Caption": f"A {kind} image of the {region.lower()}.",
+                                                "Figure Part": None, "Modality": f"{kind} - noncontrast", "Plane": plane,
+                                                "Sex": "female"},
+                                "Location": "Somewhere", "Location Category": region})
+                entry["TAC" if kind == "CT" else "MRI"].append(stem)
+            texts = {"Title": f"Case {case_no}", "History": "50-year-old woman.", "Exam": "N/A",
+                     "Findings": f"{kind} of the {region.lower()}: no abnormality.", "Case Diagnosis": "Normal study"}
+            cases.append({"U_id": case, "TAC": entry["TAC"], "MRI": entry["MRI"], "Case": texts, "Topic": {}})
+            split_lines[split].append({**entry, "Case": texts, "Topic": {}})
+    (root / "Descriptions.json").write_text(json.dumps(records))
+    (root / "Case_topic.json").write_text(json.dumps(cases))
+    for split, lines in split_lines.items():
+        (root / "splits" / f"data_{split}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    return root
+
+
+def medpix2_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """:func:`write_example_tree` with 3 train and 1 dev case of 2 images (8 images), batched at 32 px. 2D only."""
+    return {"source": "medpix2", "path": str(write_example_tree(root, (3, 1), 2)), "size": 32}
+
+
 def _check(data: dict[str, Any]) -> None:
     field = data.get("text_field", "caption")
     if not isinstance(field, str) or field not in MEDPIX_FIELDS:
@@ -282,4 +332,5 @@ register_source(Source(
     pairs=lambda path, data: medpix2_pairs(path, field=data.get("text_field") or "caption", skip_bad=bool(data.get("skip_bad"))),
     # caption (per image) | findings | history | exam | diagnosis | discussion | title (per case)
     options={"text_field": "caption"}, check=_check, default_path="medpix2", case_by="patient", eval_split="dev",
+    example=medpix2_example, spatial_dims=(2,),
 ))

@@ -20,6 +20,7 @@ from ...errors import DataError
 from ..datasets.image_text import ImageTextRow, Tally, check_pairs, pairs_report
 from ..io.readers import image_format
 from ..io.reports import read_text_file, report_text
+from ..synthetic import write_example_image
 from .registry import Source, register_source
 
 MIMIC_SPLIT_FILES = ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv")
@@ -97,7 +98,27 @@ def mimic_cxr_pairs(
     return check_pairs(rows, root), pairs_report("mimic_cxr", root, rows, tally, unsplit)
 
 
+def mimic_cxr_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
+    """``root/files/p10/p1000000<i>/s5000000<i>/{PA,LAT}.jpg`` with the report ``.../s5000000<i>.txt``
+    and the split file ``root/mimic-cxr-2.0.0-split.csv.gz``: 6 train and 2 test studies of one
+    patient each. 2D only (chest X-rays)."""
+    root, lines = Path(root), ["dicom_id,study_id,subject_id,split"]
+    for i in range(8):
+        patient, study, word = f"p1000000{i}", f"5000000{i}", ("bright", "dark")[i % 2]
+        folder = root / "files" / "p10" / patient / f"s{study}"
+        for j, view in enumerate(("PA", "LAT")):
+            write_example_image(folder / f"{view}.jpg", 200 if word == "bright" else 40, 2 * i + j)
+            lines.append(f"{view}{i},{study},{patient[1:]},{'train' if i < 6 else 'test'}")
+        folder.with_suffix(".txt").write_text(f"                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n"
+                                              f" FINDINGS:\n The lungs are {word}. No pleural effusion.\n\n"
+                                              f" IMPRESSION:\n No acute cardiopulmonary process.\n")
+    with gzip.open(root / MIMIC_SPLIT_FILES[0], "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return {"source": "mimic_cxr", "path": str(root)}
+
+
 register_source(Source(
     name="mimic_cxr", kind="image_text", summary="MIMIC-CXR(-JPG) chest X-ray studies and reports (files/pXX/pN/sM)",
     pairs=lambda path, data: mimic_cxr_pairs(path, skip_bad=bool(data.get("skip_bad"))),
+    example=mimic_cxr_example, spatial_dims=(2,),
 ))

@@ -20,6 +20,16 @@ adding a source is adding one file. Three kinds, each with its own builder:
   retrieval or zero-shot evaluation, so both read a source the same way.
 - ``segmentation``: ``task(data)`` returns a :class:`~medrep.data.datasets.segmentation.SegTask`
   (train and test image/mask items) for the dense evaluation; not a pretraining source.
+
+Every source should also give ``example(root, spatial_dims=2) -> data``: it writes a tiny but
+valid tree in the source's own on-disk layout under ``root`` (a few samples, fixed seed; ``root``
+may not exist yet) and returns the recipe ``data`` keys that read it (``source``, ``path``, and
+any key the tree needs, such as ``image_root`` or ``size``). It is called once for each of the
+source's ``spatial_dims`` (a writer whose tree serves both may ignore the argument). The example
+is the layout's documentation in runnable form, and it gives a new source its contract test for
+free: ``tests/data/test_source_contracts.py`` builds every registered source from its example
+through the path a user takes, checks that a truncated or missing file is an error naming it,
+and fails for a source registered without an example.
 """
 
 from __future__ import annotations
@@ -50,6 +60,11 @@ class Source:
     looks like this one (image sources: ``--data`` without ``--source``). ``case_by`` and
     ``eval_split`` are retrieval's defaults for image-report sources: what a case is (``study``, or
     ``patient`` when rows are single images of a case) and which split is scored.
+
+    ``example(root, spatial_dims=2)`` writes a tiny tree in this source's layout under ``root``
+    and returns the ``data`` keys that read it (see the module docstring); ``spatial_dims`` lists
+    the image dimensionalities the source's data comes in, each of which ``example`` can write
+    (``(2,)`` for sources of 2D images only, such as chest X-rays).
     """
 
     name: str
@@ -64,6 +79,8 @@ class Source:
     matches: Callable[[Path], bool] | None = None
     case_by: str = "study"
     eval_split: str = "test"
+    example: Callable[..., dict[str, Any]] | None = None
+    spatial_dims: tuple[int, ...] = (2, 3)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +91,8 @@ class Source:
                               f"source {self.name}")
         if self.case_by not in ("study", "patient"):
             raise MedrepError(f"case_by must be study or patient, got {self.case_by!r}", f"source {self.name}")
+        if not self.spatial_dims or not set(self.spatial_dims) <= {2, 3}:
+            raise MedrepError(f"spatial_dims must be a non-empty tuple of 2 and/or 3, got {self.spatial_dims!r}", f"source {self.name}")
 
     @property
     def collate(self) -> Callable | None:
