@@ -33,7 +33,7 @@ class DataSection:
 
     source: str = "medmnist"  # a registered source: medmnist | folder | manifest | image_text | medpix2 | iu_xray | mimic_cxr ...
     path: Any = None  # None: the source's default (packaged PneumoniaMNIST, $MEDREP_DATA/medpix2, ...); checked by the source
-    split: str = "train"
+    split: str | None = "train"  # None: no split (a folder is then read whole)
     size: PositiveInt | Sequence[PositiveInt] | None = None  # resize every image to this spatial size; None keeps it
     intensity: Literal["minmax", "percentile", "ct_window", "none"] = "minmax"
     window: Sequence[float] | None = None  # [low, high] HU for ct_window
