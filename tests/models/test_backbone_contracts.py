@@ -29,8 +29,8 @@ TINY_OPTIONS = {"widen_factor": 0.25, "channels": [4, 8, 8, 16, 16], "groups": 4
 
 def _dims(name: str) -> tuple[int, ...]:
     """The dimensionalities a builder's ``spatial_dims`` option allows (``Literal[2, 3]``...)."""
-    annotation = options_of(BACKBONES[name])["spatial_dims"].annotation
-    return tuple(typing.get_args(annotation)) or (2, 3)
+    option = options_of(BACKBONES[name]).get("spatial_dims")  # missing: test_every_backbone_declares_spatial_dims fails
+    return tuple(typing.get_args(option.annotation)) or (2, 3) if option is not None else (2,)
 
 
 CASES = [pytest.param(name, d, id=f"{name}-{d}d") for name in sorted(BACKBONES) for d in _dims(name)]
