@@ -120,3 +120,66 @@ def worker_main(worker: Callable[[int], dict], world: int = WORLD) -> None:
     if gloo_threads():
         raise RuntimeError(f"{gloo_threads()} gloo work threads outlive the process group; something still holds it")
     Path(out_file).write_text(result)
+
+
+# ---------------------------------------------------------------- a tiny data tree for any recipe
+
+#: what a source of each kind is stood in for by when it is not one of the generic formats written
+#: below (public data sets such as medpix2, iu_xray or mimic_cxr need their real files)
+STAND_IN = {"image": "folder", "image_text": "image_text"}
+GENERIC_IMAGE_SOURCES = ("medmnist", "folder", "manifest")
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 noise in 60..250: after any intensity scaling most voxels are foreground (crops find tissue)."""
+    return rng.integers(60, 251, size=shape).astype(np.uint8)
+
+
+def _write_image(path: Path, rng: np.random.Generator, side: int, spatial_dims: int) -> Path:
+    """A PNG (2D) or a NIfTI volume with 1 mm voxels (3D), ``side`` per axis; ``path`` without suffix."""
+    if spatial_dims == 2:
+        return write_png(path.with_suffix(".png"), _noise(rng, (side, side)))
+    return write_nifti(path.with_suffix(".nii.gz"), _noise(rng, (side,) * 3).astype(np.float32), (1.0, 1.0, 1.0))
+
+
+def tiny_tree_for(recipe: dict, root: Path, spatial_dims: int, side: int, n: int | None = None) -> dict:
+    """Write ``n`` (default ``data.batch_size``) noise images of ``side`` pixels (voxels) per axis
+    that ``recipe``'s ``data`` section can read, under ``root``; return the ``data`` keys that point
+    the recipe at them (``source``, ``path``).
+
+    Keyed on the kind of ``data.source`` (its registry record), not on the method: the generic
+    image sources (MedMNIST ``.npz``, folder, manifest) are written in their own format, any other
+    image source as a folder, and every image-report source (medpix2, iu_xray, mimic_cxr, ...) as an
+    ``image_text`` manifest whose two-sentence reports name each image. Labels alternate 0/1
+    (class subfolders when ``data.class_folders``); every item is in ``data.split``.
+    """
+    from medrep.data import get_source
+    from medrep.data.synthetic import write_medmnist
+
+    data = recipe["data"]
+    kind = get_source(data["source"]).kind
+    source = data["source"] if data["source"] in GENERIC_IMAGE_SOURCES else STAND_IN[kind]
+    split, n = data.get("split"), n or data["batch_size"]
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    labels = [i % 2 for i in range(n)]
+    if source == "medmnist":
+        images = np.stack([_noise(rng, (side,) * spatial_dims) for _ in range(n)])
+        splits = {s: (images, np.asarray(labels)[:, None]) for s in {split or "train", "train", "val", "test"}}
+        return {"source": source, "path": str(write_medmnist(root / "tiny.npz", splits))}
+    if source == "folder":
+        classes = bool(data.get("class_folders"))
+        for i in range(n):
+            _write_image(root / (f"class{labels[i]}" if classes else "") / f"img{i}", rng, side, spatial_dims)
+        return {"source": source, "path": str(root)}
+    files = [_write_image(root / "img" / f"img{i}", rng, side, spatial_dims) for i in range(n)]
+    with (root / "list.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        if source == "manifest":
+            writer.writerow(["path", "label", "split"])
+            writer.writerows([file.relative_to(root), labels[i], split or ""] for i, file in enumerate(files))
+        else:
+            writer.writerow(["images", "report", "split"])
+            writer.writerows([file.relative_to(root), f"Image {i} of the tiny set. It is noise.", split or ""]
+                             for i, file in enumerate(files))
+    return {"source": source, "path": str(root / "list.csv")}

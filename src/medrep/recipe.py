@@ -252,6 +252,8 @@ def _check_options(recipe: dict) -> None:
     method = dict(recipe["method"])
     cls = get_method(method.pop("name"))
     check_options(cls.Options, method, "method.", cls.name)
+    if recipe["model"]["spatial_dims"] not in cls.supported_dims:
+        raise RecipeError(f"{cls.name} trains in {' or '.join(map(str, cls.supported_dims))}D only", "model.spatial_dims")
     model = dict(recipe["model"])
     name = model.pop("name", None)
     if name not in BACKBONES:

@@ -158,12 +158,6 @@ def test_bad_data_options_name_the_field(pairs, override, where):
         load_recipe(convirt_recipe(pairs, Path("unused")), [override])
 
 
-def test_convirt_on_an_image_only_source_names_data_source(tmp_path):
-    recipe = load_recipe(convirt_recipe(tmp_path / "x.npz", tmp_path / "run", data={"source": "medmnist"}))
-    with pytest.raises(RecipeError, match="^data.source: .*image-report pairs"):
-        pretrain(recipe)
-
-
 def test_missing_split_and_path_name_the_field(pairs, tmp_path, monkeypatch):
     cfg = load_recipe(convirt_recipe(pairs, tmp_path))["data"]
     with pytest.raises(DataError, match="^data.split: .*splits present: train"):

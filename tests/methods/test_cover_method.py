@@ -1,5 +1,5 @@
-"""COVER as a registered method: recipes build, a step trains the U-Net and the pyramid, and bad
-options name their recipe field."""
+"""COVER as a registered method: a step trains the U-Net and the pyramid, and bad options name their
+recipe field. Its bundled recipes are built and stepped by tests/methods/test_method_contracts.py."""
 
 import pytest
 import torch
@@ -51,13 +51,6 @@ def test_needs_a_dense_backbone():
 def test_bad_options_name_their_field(override, field):
     with pytest.raises(RecipeError, match=field.replace(".", r"\.")):
         cover(2, override)
-
-
-@pytest.mark.parametrize("name", ["cover_2d_medpix", "cover_2d_pneumoniamnist", "cover_2d_cxr", "cover_3d_colin27", "cover_3d_headct"])
-def test_shipped_recipes_build(name):
-    recipe = load_recipe(name)
-    method = build_method(recipe)
-    assert method.name == "cover" and method.encoder.config["name"] == "unet"
 
 
 def test_pretrain_from_recipe_exports_the_whole_unet(tiny_npz, tmp_path):

@@ -28,12 +28,6 @@ def test_backbones_give_one_vector_per_input(config, shape, dim):
     assert out.shape == (shape[0], dim) == (shape[0], net.out_dim)
 
 
-def test_backbone_refuses_wrong_dimensionality():
-    net = build_backbone(dict(name="resnet10", spatial_dims=3))
-    with pytest.raises(ValueError, match="spatial_dims=3"):
-        net(torch.rand(2, 1, 16, 16))
-
-
 def test_unknown_backbone_and_option_name_the_field():
     with pytest.raises(RecipeError, match="model.name"):
         build_backbone({"name": "resnet19"})

@@ -43,11 +43,6 @@ def test_size_not_divisible_by_16(shape):
         net.dense(torch.zeros(shape))
 
 
-def test_wrong_ndim():
-    with pytest.raises(ValueError, match="spatial_dims=3"):
-        tiny(3)(torch.zeros(1, 1, 16, 16))
-
-
 @pytest.mark.parametrize(
     "kwargs,where",
     [

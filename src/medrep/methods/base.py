@@ -32,6 +32,8 @@ class Method(nn.Module):
     needs_local_features: ClassVar[bool] = False
     #: uses dense encoder-decoder features (``encoder.dense``, the unet backbone)
     needs_dense: ClassVar[bool] = False
+    #: the encoder dimensionalities (``model.spatial_dims``) the method trains with
+    supported_dims: ClassVar[tuple[int, ...]] = (2, 3)
 
     @dataclass(frozen=True, kw_only=True)
     class Options:
@@ -48,6 +50,9 @@ class Method(nn.Module):
 
     def _check_encoder(self, encoder: Backbone) -> None:
         model = encoder.config.get("name", type(encoder).__name__)
+        if encoder.spatial_dims not in self.supported_dims:
+            raise RecipeError(f"{self.name} trains in {' or '.join(map(str, self.supported_dims))}D only, "
+                              f"got {model} with spatial_dims={encoder.spatial_dims}", "model.spatial_dims")
         if self.needs_local_features and encoder.local_dim is None:
             raise RecipeError(f"{self.name} needs sub-region features, which {model} lacks; use a resnet, vit or densenet121", "model.name")
         if self.needs_dense and not (hasattr(encoder, "dense") and hasattr(encoder, "dense_channels")):
