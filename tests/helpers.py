@@ -8,6 +8,7 @@ as JSON; a worker that fails or hangs fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -16,11 +17,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from medrep.data.sources.image_text import write_example_pairs
 from medrep.data.sources.medmnist import write_example_npz
+from medrep.data.synthetic import write_nifti, write_png
 from medrep.errors import MedrepError
 
 TESTS = Path(__file__).resolve().parent

@@ -231,7 +231,7 @@ def validate(recipe: dict) -> dict:
         raise RecipeError(f"must be 2 or 3, got {recipe['model']['spatial_dims']!r}", "model.spatial_dims")
     if data["spatial_dims"] is None:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
-    dims = get_source(data["source"]).spatial_dims
+    dims = get_source(data["source"]).supported_dims
     if data["spatial_dims"] not in dims:
         raise RecipeError(f"source {data['source']!r} holds {' or '.join(f'{d}D' for d in dims)} images, "
                           f"got spatial_dims {data['spatial_dims']!r}", "data.spatial_dims")
@@ -244,9 +244,8 @@ def _check_options(recipe: dict) -> None:
     """``method.*``, ``model.*`` and ``augment.*`` against the registered method's ``Options``, the
     backbone builder's and ViewAugment's parameters: names and single values, as the constructors
     check them. Checks across options (channels divisible by groups...) stay with the builder."""
-    from .methods import get_method  # lazy: medrep.data imports this module, and the registries bring in torch
+    from .methods import get_method  # lazy: these registries bring in torch, which reading a recipe does not need
     from .models import BACKBONES
-    from .options import check_options
     from .transforms import ViewAugment
 
     method = dict(recipe["method"])

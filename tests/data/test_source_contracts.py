@@ -23,7 +23,7 @@ from medrep.errors import MedrepError, RecipeError
 from medrep.recipe import load_recipe
 
 SOURCES = source_names()
-SOURCE_DIMS = [pytest.param(n, d, id=f"{n}-{d}d") for n in SOURCES for d in get_source(n).spatial_dims]
+SOURCE_DIMS = [pytest.param(n, d, id=f"{n}-{d}d") for n in SOURCES for d in get_source(n).supported_dims]
 
 
 def example(name: str, root: Path, spatial_dims: int = 2) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def victim(data: dict[str, Any], root: Path, which: str) -> Path:
     """The file to damage: the tree's ``largest`` (image data in most layouts, else the metadata;
     ties by name), or the ``first_read`` by a sample (the largest where what is read is not a file)."""
     if which == "first_read":
-        read = [Path(r) for r in read_everything(data, get_source(data["source"]).spatial_dims[0])]
+        read = [Path(r) for r in read_everything(data, get_source(data["source"]).supported_dims[0])]
         if any(p.is_file() for p in read):
             return next(p for p in read if p.is_file())
     return max((p for p in root.rglob("*") if p.is_file()), key=lambda p: (p.stat().st_size, str(p)))
@@ -79,7 +79,7 @@ def test_source_record_is_complete(name):
     source = get_source(name)
     assert isinstance(source.summary, str) and source.summary.strip(), f"source {name!r} has no summary"
     assert source.example is not None, f"source {name!r} has no example: add one (see medrep.data.sources.registry)"
-    assert source.spatial_dims and set(source.spatial_dims) <= {2, 3}
+    assert source.supported_dims and set(source.supported_dims) <= {2, 3}
 
 
 @pytest.mark.parametrize("name", SOURCES)
@@ -90,9 +90,9 @@ def test_own_keys_pass_through_the_recipe(name, tmp_path):
         loaded = load_recipe({"method": {"name": "simclr"}, "data": {key: value}})["data"]
         assert loaded[key] == value, f"data.{key}"
     if source.kind != "segmentation":
-        loaded = recipe(data, source.spatial_dims[0])["data"]
+        loaded = recipe(data, source.supported_dims[0])["data"]
         assert {k: loaded[k] for k in data} == data
-        for other in {2, 3} - set(source.spatial_dims):  # a 2D-only source refuses a 3D recipe at load time
+        for other in {2, 3} - set(source.supported_dims):  # a 2D-only source refuses a 3D recipe at load time
             with pytest.raises(RecipeError, match=f"^data.spatial_dims: source '{name}' holds"):
                 recipe(data, other)
 
@@ -132,7 +132,7 @@ def test_example_builds_a_batch(name, spatial_dims, tmp_path):
 @pytest.mark.parametrize("name", SOURCES)
 def test_truncated_file_is_an_error_naming_it(name, which, tmp_path):
     data, root = example(name, tmp_path), tmp_path / name
-    spatial_dims = get_source(name).spatial_dims[0]
+    spatial_dims = get_source(name).supported_dims[0]
     read_everything(data, spatial_dims)  # the intact example reads
     bad = victim(data, root, which)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
@@ -150,7 +150,7 @@ def test_missing_file_is_an_error_naming_it_or_not_read(name, which, tmp_path):
     bad = victim(data, root, which)
     bad.unlink()
     try:
-        read = read_everything(data, get_source(name).spatial_dims[0])
+        read = read_everything(data, get_source(name).supported_dims[0])
     except MedrepError as exc:
         assert names(str(exc), bad, root), f"{bad} not named in: {exc}"
     else:

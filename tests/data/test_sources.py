@@ -68,9 +68,9 @@ def test_every_source_is_registered_once_with_its_kind():
         register_source(get_source("medmnist"))
     with pytest.raises(MedrepError, match="gives images and no other builder"):
         Source("x", "image", "x", pairs=lambda path, data: ([], {}))
-    with pytest.raises(MedrepError, match="spatial_dims must be a non-empty tuple of 2 and/or 3"):
-        Source("x", "image", "x", images=lambda data, split, **common: None, spatial_dims=(4,))
-    assert get_source("medpix2").spatial_dims == (2,) and get_source("folder").spatial_dims == (2, 3)
+    with pytest.raises(MedrepError, match="supported_dims must be a non-empty tuple of 2 and/or 3"):
+        Source("x", "image", "x", images=lambda data, split, **common: None, supported_dims=(4,))
+    assert get_source("medpix2").supported_dims == (2,) and get_source("folder").supported_dims == (2, 3)
 
 
 def test_the_recipe_and_the_engine_ask_the_registry():

@@ -32,6 +32,7 @@ import pytest
 import torch
 from helpers import tiny_tree_for
 
+from medrep.data.sources import get_source
 from medrep.engine import build_loader, pretrain
 from medrep.errors import RecipeError
 from medrep.methods import available_methods, build_method, get_method
@@ -184,6 +185,9 @@ def _on_tiny_model(recipe: dict, spatial_dims: int) -> dict:
     recipe["model"] = _tiny_model(get_method(recipe["method"]["name"]), recipe["model"], spatial_dims)
     data, side = recipe["data"], NATIVE[spatial_dims]
     data["spatial_dims"] = None  # follows the model
+    source = get_source(data["source"])
+    if spatial_dims not in source.supported_dims:  # a 2D-only public source: the generic one of its kind holds volumes
+        data["source"] = {"image": "folder", "image_text": "image_text"}[source.kind]
     if data["size"] is not None:
         data["size"] = [side] * spatial_dims
     if data["crops"] is not None:

@@ -82,5 +82,5 @@ register_source(Source(
     pairs=lambda path, data: iu_xray_pairs(path, data.get("image_root") or path.parent, skip_bad=bool(data.get("skip_bad"))),
     # folder the annotation's image_path entries are relative to; null: the annotation's folder
     options={"image_root": None}, check=_check, default_path="iu_xray/annotation.json",
-    example=iu_xray_example, spatial_dims=(2,),
+    example=iu_xray_example, supported_dims=(2,),
 ))

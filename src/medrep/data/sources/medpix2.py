@@ -332,5 +332,5 @@ register_source(Source(
     pairs=lambda path, data: medpix2_pairs(path, field=data.get("text_field") or "caption", skip_bad=bool(data.get("skip_bad"))),
     # caption (per image) | findings | history | exam | diagnosis | discussion | title (per case)
     options={"text_field": "caption"}, check=_check, default_path="medpix2", case_by="patient", eval_split="dev",
-    example=medpix2_example, spatial_dims=(2,),
+    example=medpix2_example, supported_dims=(2,),
 ))

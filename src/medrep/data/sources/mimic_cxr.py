@@ -120,5 +120,5 @@ def mimic_cxr_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
 register_source(Source(
     name="mimic_cxr", kind="image_text", summary="MIMIC-CXR(-JPG) chest X-ray studies and reports (files/pXX/pN/sM)",
     pairs=lambda path, data: mimic_cxr_pairs(path, skip_bad=bool(data.get("skip_bad"))),
-    example=mimic_cxr_example, spatial_dims=(2,),
+    example=mimic_cxr_example, supported_dims=(2,),
 ))

@@ -25,7 +25,7 @@ Every source should also give ``example(root, spatial_dims=2) -> data``: it writ
 valid tree in the source's own on-disk layout under ``root`` (a few samples, fixed seed; ``root``
 may not exist yet) and returns the recipe ``data`` keys that read it (``source``, ``path``, and
 any key the tree needs, such as ``image_root`` or ``size``). It is called once for each of the
-source's ``spatial_dims`` (a writer whose tree serves both may ignore the argument). The example
+source's ``supported_dims`` (a writer whose tree serves both may ignore the argument). The example
 is the layout's documentation in runnable form, and it gives a new source its contract test for
 free: ``tests/data/test_source_contracts.py`` builds every registered source from its example
 through the path a user takes, checks that a truncated or missing file is an error naming it,
@@ -62,7 +62,7 @@ class Source:
     ``patient`` when rows are single images of a case) and which split is scored.
 
     ``example(root, spatial_dims=2)`` writes a tiny tree in this source's layout under ``root``
-    and returns the ``data`` keys that read it (see the module docstring); ``spatial_dims`` lists
+    and returns the ``data`` keys that read it (see the module docstring); ``supported_dims`` lists
     the image dimensionalities the source's data comes in, each of which ``example`` can write
     (``(2,)`` for sources of 2D images only, such as chest X-rays).
     """
@@ -80,7 +80,7 @@ class Source:
     case_by: str = "study"
     eval_split: str = "test"
     example: Callable[..., dict[str, Any]] | None = None
-    spatial_dims: tuple[int, ...] = (2, 3)
+    supported_dims: tuple[int, ...] = (2, 3)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -91,8 +91,8 @@ class Source:
                               f"source {self.name}")
         if self.case_by not in ("study", "patient"):
             raise MedrepError(f"case_by must be study or patient, got {self.case_by!r}", f"source {self.name}")
-        if not self.spatial_dims or not set(self.spatial_dims) <= {2, 3}:
-            raise MedrepError(f"spatial_dims must be a non-empty tuple of 2 and/or 3, got {self.spatial_dims!r}", f"source {self.name}")
+        if not self.supported_dims or not set(self.supported_dims) <= {2, 3}:
+            raise MedrepError(f"supported_dims must be a non-empty tuple of 2 and/or 3, got {self.supported_dims!r}", f"source {self.name}")
 
     @property
     def collate(self) -> Callable | None:
