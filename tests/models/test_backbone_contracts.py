@@ -78,3 +78,18 @@ def test_unknown_option_is_refused_naming_it(name):
         build_backbone({"name": name, "no_such_option": 1})
     with pytest.raises(RecipeError, match=r"^model\.no_such_option"):
         load_recipe({"method": {"name": available_methods()[0]}, "model": {"name": name, "no_such_option": 1}})
+
+
+def test_a_builder_with_loose_parameters_is_refused_at_registration():
+    from medrep.models import BACKBONES, register_backbone
+
+    def positional(spatial_dims: int = 2):  # an option passed by position would escape its recipe name
+        raise AssertionError("never built")
+
+    def untyped(*, spatial_dims=2):
+        raise AssertionError("never built")
+
+    for fn in (positional, untyped):
+        with pytest.raises(TypeError, match="keyword-only, typed and defaulted"):
+            register_backbone("loose")(fn)
+    assert "loose" not in BACKBONES

@@ -273,3 +273,8 @@ def test_unknown_key_and_bad_spatial_dims():
         ViewAugment(4)
     with pytest.raises(ValueError):
         ViewAugment(3)(torch.rand(2, 1, 8, 8))
+
+
+def test_augment_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        ViewAugment(2, (0.5, 1.0))  # crop_scale by position: refused, so a recipe key always names its option

@@ -11,6 +11,7 @@ on every call (:func:`register_backbone` wraps it with :func:`medrep.options.che
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -27,9 +28,14 @@ SpatialDims = Literal[2, 3]
 
 
 def register_backbone(name: str):
-    """Register a builder ``(**options) -> Backbone`` whose every parameter has a typed default."""
+    """Register a builder ``(*, **options) -> Backbone`` whose every parameter is keyword-only with a typed default."""
 
     def wrap(fn):
+        # an option passed by position would escape its recipe name; an untyped one would escape the checks
+        loose = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind is not p.KEYWORD_ONLY or p.default is p.empty or p.annotation is p.empty]
+        if loose:
+            raise TypeError(f"backbone {name!r}: every parameter must be keyword-only, typed and defaulted: {loose}")
         fn = checked("model.")(fn)
         BACKBONES[name] = fn
         return fn
@@ -105,6 +111,7 @@ def _resnet_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def _resnet(depth: int):
     def build(
+        *,
         spatial_dims: SpatialDims = 2,
         in_channels: PositiveInt = 1,
         conv1_t_size: PositiveInt = 7,
@@ -154,6 +161,7 @@ def _vit_local(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 @register_backbone("vit")
 def vit(
+    *,
     spatial_dims: SpatialDims = 2,
     in_channels: PositiveInt = 1,
     img_size: PositiveInt | Sequence[PositiveInt] = 224,
@@ -180,7 +188,7 @@ def vit(
 
 
 @register_backbone("densenet121")
-def densenet121(spatial_dims: SpatialDims = 3, in_channels: PositiveInt = 1) -> Backbone:
+def densenet121(*, spatial_dims: SpatialDims = 3, in_channels: PositiveInt = 1) -> Backbone:
     """MONAI DenseNet-121 with global pooling, 1024-d (ISImed's default encoder)."""
     net = nets.DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1)
     net.class_layers.out = nn.Identity()

@@ -119,6 +119,7 @@ class UNetBackbone(Backbone):
 
 @register_backbone("unet")
 def unet(
+    *,
     spatial_dims: SpatialDims = 2,
     in_channels: PositiveInt = 1,
     channels: Sequence[PositiveInt] = (32, 64, 128, 256, 512),

@@ -59,6 +59,7 @@ class ViewAugment(nn.Module):
     def __init__(
         self,
         spatial_dims: int,
+        *,
         crop_scale: Annotated[Sequence[float], MinMax(gt=0, le=1)] = (0.35, 1.0),
         rotate_deg: Annotated[float, Range(ge=0, le=180)] = 15.0,
         flip: bool = True,
