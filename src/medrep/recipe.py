@@ -218,8 +218,8 @@ def validate(recipe: dict) -> dict:
     if isinstance(trainer["precision"], int) and not isinstance(trainer["precision"], bool):
         trainer["precision"] = str(trainer["precision"])  # YAML reads 32 as a number
     for name, section in SECTIONS.items():
-        values = recipe[name]
-        declared = {k: v for k, v in values.items() if k in {f.name for f in fields(section)}}
+        values, names = recipe[name], {f.name for f in fields(section)}
+        declared = {k: v for k, v in values.items() if k in names}  # data also holds each source's own keys
         checked = check_options(section, declared, f"{name}.", name)
         values.update({k: _plain(v) for k, v in checked.items() if k in declared})
     if trainer["max_steps"] is None and trainer["max_epochs"] is None:

@@ -33,15 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from medrep.data.sources import source_path
     from medrep.data.sources.medpix2 import report_table, write_medpix_manifest
-    from medrep.errors import MedrepError
     from medrep.results import write_json
 
-    root = args.root or (str(Path(os.environ["MEDREP_DATA"]) / "medpix2") if os.environ.get("MEDREP_DATA") else None)
-    if root is None:
-        raise MedrepError("not given and $MEDREP_DATA is not set", "--root")
+    root = source_path("medpix2", {"path": args.root}, "--root")  # --root, else $MEDREP_DATA/medpix2
     report = write_medpix_manifest(root, args.target, args.out, min_count=args.min_count, relative=args.relative)
     summary = write_json(Path(args.out).with_suffix(".json"), report)
     print(report_table(report))

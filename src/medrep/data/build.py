@@ -24,7 +24,7 @@ from .datasets.crop_config import check_crops
 from .datasets.crops import CropDataset
 from .datasets.image_text_dataset import ImageTextDataset
 from .datasets.preprocess import Preprocess
-from .sources import PRETRAIN_KINDS, Source, get_source, source_path
+from .sources import PRETRAIN_KINDS, Source, get_source, read_pairs, source_path
 
 
 def build_dataset(data_cfg: dict[str, Any], split: str | None = None, transform=None, train: bool = True) -> Dataset:
@@ -72,12 +72,11 @@ def _image_text(data_cfg: dict[str, Any], source: Source, split: str | None, tra
     in it stays an error naming the row. Images are read lazily, so an unreadable file that
     exists still fails when it is first loaded.
     """
-    path = source_path(source.name, data_cfg, must_exist=True)
-    rows, report = source.pairs(path, data_cfg)
+    rows, report = read_pairs(data_cfg)
     if split is not None and not any(r.split == split for r in rows):
         present = sorted({r.split for r in rows if r.split is not None})
         known = f"splits present: {', '.join(present)}" if present else "no study has a split; set data.split: null for all"
-        raise DataError(f"no study of {path} has split {split!r}; {known}", "data.split")
+        raise DataError(f"no study of {source_path(source.name, data_cfg)} has split {split!r}; {known}", "data.split")
     dataset = ImageTextDataset(
         rows, preprocess=Preprocess.from_config(data_cfg), split=split, spatial_dims=data_cfg.get("spatial_dims"), train=train,
     )

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.sources import get_source, guess_source
 from ..errors import MedrepError
 from ..recipe import DEFAULTS
 from .encoder import resolve_device
@@ -21,13 +22,6 @@ from .linear import linear_probe
 from .report import format_table, probe_rows, write_json
 
 PROBES = ("linear", "knn")
-
-
-def guess_source(path: str | Path) -> str:
-    """The image source ``path`` looks like, as the source registry tells (folder, .npz, .csv/.jsonl)."""
-    from ..data.sources import guess_source as guess
-
-    return guess(path)
 
 
 def data_config(
@@ -50,8 +44,6 @@ def data_config(
         data["source"] = source or guess_source(path)
     elif source is not None:
         data["source"] = source
-    from ..data.sources import get_source
-
     get_source(data["source"], "image", where="--source")  # probes read labelled images
     data["skip_bad"] = skip_bad
     if size is not None:
@@ -66,7 +58,7 @@ def data_config(
 def split_features(
     encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    from ..data import build_dataset, get_source
+    from ..data import build_dataset
 
     dataset = build_dataset(data, split=split)
     dev = resolve_device(device)

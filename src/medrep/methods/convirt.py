@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,6 @@ from .base import Method
 from .registry import register_method
 
 TextSampling = Literal["report", "sentence"]
-TEXT_SAMPLING = get_args(TextSampling)
 #: TextEncoder's error fields -> this method's recipe options
 _TEXT_OPTIONS = {
     "text.model": "method.text_model",

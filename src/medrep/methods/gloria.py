@@ -15,7 +15,7 @@ The word helpers here (:func:`word_pooling`, :func:`text_features`) are shared w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,6 @@ from .convirt import ConVIRT
 from .registry import register_method
 
 LocalAggregation = Literal["sum", "mean"]
-LOCAL_AGGREGATIONS = get_args(LocalAggregation)
 
 
 def word_pooling(spans: list[list[WordSpan]], length: int) -> tuple[torch.Tensor, torch.Tensor]:

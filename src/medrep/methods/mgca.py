@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -29,7 +29,6 @@ from .gloria import i2t_accuracy, text_features
 from .registry import register_method
 
 TokenWeights = Literal["attention", "uniform"]
-TOKEN_WEIGHTS = get_args(TokenWeights)
 
 
 def _zero_grad(x: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,6 @@ encode_text) scored on image-report retrieval and on naming classes in text."""
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
 
 from medrep.cli import options
@@ -71,14 +69,6 @@ def add_zeroshot(tasks) -> argparse.ArgumentParser:
     t.add_argument("--temperature", type=float, default=0.1, help="softmax temperature of the AUROC scores (default 0.1)")
     t.add_argument("--no-probe", action="store_true", help="zero-shot only")
     return _add(tasks, "zeroshot", "zero-shot classification from class prompts, beside a linear probe", EPILOG_ZEROSHOT, t)
-
-
-def _data_root(given: str | None, name: str, option: str) -> str:
-    if given:
-        return given
-    if not os.environ.get("MEDREP_DATA"):
-        raise MedrepError("not given and $MEDREP_DATA is not set", option)
-    return str(Path(os.environ["MEDREP_DATA"]) / name)
 
 
 def _load_run(run: str) -> tuple[Any, dict]:
@@ -175,7 +165,9 @@ def run_zeroshot(args) -> int:
     if args.size:
         cfg = run_data_config(args.run, args.size)
     if args.data == "medpix2":
-        rows, info = medpix_rows(_data_root(args.root, "medpix2", "--root"), args.target, args.min_count)
+        from medrep.data.sources import source_path
+
+        rows, info = medpix_rows(source_path("medpix2", {"path": args.root}, "--root"), args.target, args.min_count)
     else:
         rows, info = read_image_text_manifest(args.data), {"dataset": "manifest", "path": str(args.data)}
     present = sorted({str(r.label) for r in rows if r.label is not None})
