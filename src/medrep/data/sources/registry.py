@@ -162,7 +162,7 @@ def source_path(name: str, data: dict[str, Any], option: str = "data.path", must
         path = Path(shared) / source.default_path
     if path is None:
         hint = f" (or set $MEDREP_DATA to a folder holding {source.default_path})" if source.default_path else ""
-        raise DataError(f"source {name!r} needs data.path{hint}", option)
+        raise DataError(f"source {name!r} needs {option}{hint}", option)
     path = Path(path).expanduser()
     if must_exist and not path.exists():
         raise DataError(f"does not exist (source {name!r})", path)
