@@ -54,7 +54,7 @@ def test_shared_options_keep_each_command_default():
     parser = build_parser()
     batch = {task: parser.parse_args(["evaluate", task, "--run" if task in ("registration", "retrieval", "zeroshot") else "--encoder",
                                       "x", *(["--data", "d"] if task == "segment" else [])]).batch_size for task in EVALUATIONS}
-    assert batch == {"linear": 256, "knn": 256, "regions": 64, "distance": 64, "segment": 4, "registration": 8,
+    assert batch == {"linear": 256, "knn": 256, "finetune": 48, "regions": 64, "distance": 64, "segment": 4, "registration": 8,
                      "retrieval": 32, "zeroshot": 32}
     assert parser.parse_args(["embed", "--encoder", "x", "--out", "f.npz"]).batch_size == 256
     assert parser.parse_args(["demo"]).out == "runs/demo"
@@ -174,3 +174,23 @@ def test_size_option_resizes_for_evaluation(tmp_path, capsys):
     assert main(["embed", "--encoder", str(run), "--data", str(npz), "--split", "val", "--size", "20", "--out", str(feats)]) == 0
     assert main(["embed", "--encoder", str(run), "--data", str(npz), "--size", "20", "20", "20", "--out", str(feats)]) == 2
     assert "--size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_finetune_end_to_end(tmp_path, capsys):
+    npz = make_npz(tmp_path / "tiny.npz", n=32, size=8)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--recipe", "simclr_pneumoniamnist", "--data", str(npz), f"trainer.output_dir={run}",
+                 "trainer.max_steps=1", "trainer.progress_bar=false", "data.batch_size=16", "model.name=resnet10",
+                 "method.proj_hidden_dim=32"]) == 0
+    out = tmp_path / "finetune.json"
+    common = ["evaluate", "finetune", "--encoder", str(run), "--data", str(npz), "--seeds", "0", "--epochs", "1"]
+    assert main([*common, "--fractions", "0.5", "1", "--batch-size", "16", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["fractions"]) == {"0.5", "1"} and result["probe"] == "finetune" and result["task"] == "binary"
+    assert result["fractions"]["0.5"]["n_train"] == 16 and result["n_val"] == 8 and result["n_test"] == 16
+    assert "finetune" in capsys.readouterr().out
+    assert main([*common, "--fractions", "1", "--frozen", "--augment", "none", "--random-init", "--val-split", "none"]) == 0
+    assert "frozen head" in capsys.readouterr().out
+    assert main([*common, "--optimizer", "lbfgs"]) == 2
+    assert "optimizer" in capsys.readouterr().err

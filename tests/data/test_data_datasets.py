@@ -30,7 +30,7 @@ def _npz(tmp_path, shape=(10, 8, 8), name="m.npz"):
     splits = {}
     for split, n in (("train", 10), ("test", 4)):
         images = rng.integers(0, 255, size=(n, *shape[1:]), dtype=np.uint8)
-        labels = np.stack([np.arange(n) % 2, np.ones(n)], axis=1).astype(np.uint8)  # (N, 2): first column used
+        labels = (np.arange(n) % 2)[:, None].astype(np.uint8)  # (N, 1) as MedMNIST stores class ids
         splits[split] = (images, labels)
     return write_medmnist(tmp_path / name, splits), splits
 
@@ -44,6 +44,17 @@ def test_medmnist_2d(tmp_path):
     np.testing.assert_array_equal(sample["image"][0].numpy(), splits["test"][0][1])
     assert sample["label"].dtype == torch.int64 and sample["label"].item() == 1
     assert sample["spacing"].tolist() == [1.0, 1.0] and sample["meta"]["spacing_known"] is False
+
+
+def test_medmnist_multilabel_keeps_every_column(tmp_path):
+    labels = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=np.uint8)  # as ChestMNIST's 14 findings
+    images = np.zeros((4, 8, 8), np.uint8)
+    path = write_medmnist(tmp_path / "multi.npz", {"train": (images, labels)})
+    sample = MedMNISTDataset(path, "train")[2]
+    assert sample["label"].tolist() == [0, 1, 1] and sample["label"].dtype == torch.int64
+    bad = write_medmnist(tmp_path / "bad.npz", {"train": (images, labels * 2)})
+    with pytest.raises(DataError, match="multi-label targets must be 0/1"):
+        MedMNISTDataset(bad, "train")
 
 
 def test_medmnist_rgb_and_3d(tmp_path):

@@ -3,9 +3,10 @@ at several label fractions and a weighted kNN probe, and report the numbers as t
 
 from .features import extract_features, load_features, save_features, stack_image_label
 from .knn import knn_probe, knn_scores
-from .linear import C_GRID, linear_probe, stratified_subsample
+from .linear import C_GRID, linear_probe
 from .metrics import accuracy, auroc
 from .report import format_table, probe_rows, summarise, write_json
+from .subsample import nested_subsamples, stratified_subsample
 
 __all__ = [
     "C_GRID",
@@ -20,6 +21,7 @@ __all__ = [
     "probe_rows",
     "save_features",
     "stack_image_label",
+    "nested_subsamples",
     "stratified_subsample",
     "summarise",
     "write_json",

@@ -25,6 +25,9 @@ def _label_of(sample: Any, position: int) -> int:
         np.issubdtype(arr.dtype, np.integer)
         or (np.issubdtype(arr.dtype, np.floating) and float(arr.reshape(-1)[0]).is_integer())
     )
+    if arr.ndim == 1 and arr.size > 1:
+        raise MedrepError(f"sample {position} has a multi-label target of {arr.size} labels; the frozen probes take one "
+                          "class per image: use 'medrep evaluate finetune' (multi-label AUROC)", where="label")
     if not ok:
         raise MedrepError(f"sample {position} has label {label!r}; expected one integer class id", where="label")
     return int(arr.reshape(-1)[0])

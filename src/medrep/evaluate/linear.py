@@ -18,51 +18,15 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ..errors import MedrepError
-from ._checks import check_labels, check_split_pair
+from ._checks import check_split_pair
 from .metrics import accuracy, auroc
 from .report import summarise
+from .subsample import check_fraction, nested_subsamples
 
 #: Inverse regularisation strengths tried by cross-validation when ``C`` is not given.
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 #: Most folds used to choose C; fewer when the rarest class has fewer examples.
 MAX_FOLDS = 5
-
-
-def _check_fraction(fraction: float) -> float:
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError) as exc:
-        raise MedrepError(f"label fraction must be a number, got {fraction!r}", where="fractions") from exc
-    if not (0.0 < f <= 1.0) or math.isnan(f):
-        raise MedrepError(f"label fraction must lie in (0, 1], got {fraction!r}", where="fractions")
-    return f
-
-
-def stratified_subsample(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a stratified subsample holding ``fraction`` of ``labels``.
-
-    Size: ``max(n_classes, round(fraction * n))`` (at least one example per class, so that even a
-    1 % split of a rare class can be trained on); per-class counts follow the class proportions by
-    largest remainder. Which examples are drawn depends only on ``seed``, so results reproduce.
-    ``fraction=1.0`` returns every index.
-    """
-    f = _check_fraction(fraction)
-    y = check_labels(labels, len(labels), "labels")
-    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    if f == 1.0:
-        return np.arange(y.size)
-    quota = f * counts
-    take = np.minimum(np.maximum(1, np.floor(quota)).astype(np.int64), counts)
-    target = max(classes.size, int(math.floor(f * y.size + 0.5)))
-    remainder = quota - np.floor(quota)
-    for i in np.argsort(-remainder, kind="stable"):  # largest remainder first
-        if take.sum() >= target:
-            break
-        if take[i] < counts[i]:
-            take[i] += 1
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(inverse == i), size=int(take[i]), replace=False) for i in range(classes.size)]
-    return np.sort(np.concatenate(chosen))
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int, max_iter: int) -> tuple[Any, float, str]:
@@ -104,8 +68,9 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Logistic-regression probe on frozen features at several label fractions.
 
-    For each fraction and seed: draw a stratified subsample of the training split
-    (:func:`stratified_subsample`), standardise features (fit on the subsample), fit lbfgs
+    For each fraction and seed: take that seed's stratified subsample of the training split
+    (:func:`~medrep.evaluate.subsample.nested_subsamples`: a seed's smaller fractions are nested
+    in its larger ones, as in ``evaluate finetune``), standardise features (fit on the subsample), fit lbfgs
     logistic regression with ``C`` (or, when ``None``, the best of :data:`C_GRID` by stratified
     CV on the subsample; ``C=1.0`` when a class has a single example), then score the test split.
 
@@ -115,7 +80,7 @@ def linear_probe(
     AUROC: binary on the larger label's probability; multiclass one-vs-rest macro.
     """
     tr_x, tr_y, te_x, te_y, classes = check_split_pair(train_x, train_y, test_x, test_y)
-    fracs = [_check_fraction(f) for f in fractions]
+    fracs = [check_fraction(f) for f in fractions]
     if not fracs:
         raise MedrepError("give at least one label fraction", where="fractions")
     seed_list = list(seeds)
@@ -127,10 +92,11 @@ def linear_probe(
         raise MedrepError(f"max_iter must be a positive integer, got {max_iter!r}", where="max_iter")
 
     out: dict[str, Any] = {"probe": "linear", "classes": classes.tolist(), "n_test": int(te_y.size), "fractions": {}}
+    subsets = {int(seed): nested_subsamples(tr_y, fracs, int(seed)) for seed in seed_list}
     for f in fracs:
         runs = []
         for seed in seed_list:
-            idx = stratified_subsample(tr_y, f, int(seed))
+            idx = subsets[int(seed)][f]
             x, y = tr_x[idx], tr_y[idx]
             if np.unique(y).size < 2:  # cannot happen by construction; kept as a guard
                 raise MedrepError(f"training subset at fraction {f} has fewer than 2 classes", where="fractions")

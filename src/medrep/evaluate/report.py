@@ -23,11 +23,11 @@ def summarise(values: Iterable[float]) -> dict[str, float]:
 
 
 def probe_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Flatten a ``linear_probe`` or ``knn_probe`` result into table rows
+    """Flatten a ``linear_probe``, ``knn_probe`` or ``finetune`` result into table rows
     (probe, fraction, n_train, auroc, accuracy) for ``format_table``."""
-    if result.get("probe") == "linear":
+    if "fractions" in result and "probe" in result:  # linear, finetune, frozen head: one row per label fraction
         return [
-            {"probe": "linear", "fraction": r["fraction"], "n_train": r["n_train"], "auroc": r["auroc"], "accuracy": r["accuracy"]}
+            {"probe": result["probe"], "fraction": r["fraction"], "n_train": r["n_train"], "auroc": r["auroc"], "accuracy": r["accuracy"]}
             for r in result["fractions"].values()
         ]
     if result.get("probe") == "knn":
@@ -35,4 +35,4 @@ def probe_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             {"probe": f"knn (k={result['k']})", "fraction": 1.0, "n_train": result["n_train"], "auroc": result["auroc"],
              "accuracy": result["accuracy"]}
         ]
-    raise MedrepError("not a linear_probe or knn_probe result (no 'probe' key)", where="result")
+    raise MedrepError("not a linear_probe, knn_probe or finetune result (no 'probe' key)", where="result")

@@ -2,7 +2,9 @@
 
 A MedMNIST file holds ``{split}_images`` and ``{split}_labels`` per split: 2D images as
 ``(N, H, W)`` (gray) or ``(N, H, W, 3)`` (RGB), 3D volumes as ``(N, D, H, W)``, uint8; labels
-``(N, k)``, of which the first column is used. MedMNIST images were resampled to a fixed size
+``(N, 1)`` class ids, or ``(N, K)`` 0/1 columns for the multi-label sets (ChestMNIST's 14
+findings), kept whole: a sample's label is then a ``(K,)`` vector, which the fine-tuning
+evaluation scores as multi-label and the frozen probes refuse by name. MedMNIST images were resampled to a fixed size
 from sources of varying resolution, so they carry no physical spacing: spacing is 1.0 per axis
 (a voxel is the unit) and ``meta["spacing_known"]`` is False.
 
@@ -77,7 +79,9 @@ def load_npz_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
         raise DataError(f"{split}: {len(images)} images but {len(labels)} labels", path)
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
         raise DataError(f"{split}_images must hold finite numbers", path)
-    return images, labels[:, 0].astype(np.int64)
+    if labels.shape[1] > 1 and not np.isin(labels, (0, 1)).all():
+        raise DataError(f"{split}_labels has {labels.shape[1]} columns: multi-label targets must be 0/1", path)
+    return images, (labels[:, 0] if labels.shape[1] == 1 else labels).astype(np.int64)
 
 
 class MedMNISTDataset(CachedDataset):
@@ -123,7 +127,7 @@ class MedMNISTDataset(CachedDataset):
         return len(self.images)
 
     @property
-    def labels(self) -> list[int]:
+    def labels(self) -> list[int] | list[list[int]]:
         return self.targets.tolist()
 
     def _load(self, index: int) -> Sample:
@@ -144,7 +148,7 @@ class MedMNISTDataset(CachedDataset):
         }
         if self.preprocess is not None:
             sample = self.preprocess(sample)
-        sample["label"] = torch.tensor(int(self.targets[index]), dtype=torch.int64)
+        sample["label"] = torch.as_tensor(self.targets[index], dtype=torch.int64)  # () class id or (K,) multi-label
         return sample
 
     def _load_index(self, index: int) -> Sample:
