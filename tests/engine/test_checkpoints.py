@@ -75,7 +75,7 @@ def _start(recipe_file: Path, log: Path, resume: bool = False) -> subprocess.Pop
 def test_a_run_killed_with_sigkill_resumes_to_the_end(tiny_npz, tmp_path):
     """Whenever the kill lands (mid-step, mid-save, or after the run ended), every checkpoint left
     loads and --resume finishes; a checkpoint every step makes a kill during a save likely."""
-    run, steps, keep = tmp_path / "run", 30, 2
+    run, steps, keep = tmp_path / "run", 12, 2
     trainer = {"max_steps": steps, "checkpoint_every_n_steps": 1, "keep_checkpoints": keep}
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(tiny_recipe(tiny_npz, run, trainer=trainer)))
