@@ -20,10 +20,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .errors import MedrepError
+from .files import write_bytes_atomic
 from .models import Backbone, build_backbone
 
 FORMAT = "medrep-encoder"
@@ -34,11 +36,15 @@ METHOD_PREFIX = "method."
 
 
 def export_encoder(encoder: Backbone, directory: str | Path, recipe: dict | None = None) -> Path:
-    """Write ``encoder.safetensors`` and ``encoder.json`` into ``directory``; return the JSON path."""
+    """Write ``encoder.safetensors`` and ``encoder.json`` into ``directory``; return the JSON path.
+
+    Each file is replaced atomically, the weights first: a kill midway leaves complete files (at
+    worst the new weights beside the previous export's JSON, which for a resumed run names the same backbone).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, str(directory / "encoder.safetensors"), metadata={"format": FORMAT})
+    write_bytes_atomic(directory / "encoder.safetensors", safetensors_bytes(state, metadata={"format": FORMAT}))
     info: dict[str, Any] = {
         "format": FORMAT,
         "medrep_version": __version__,
@@ -49,7 +55,7 @@ def export_encoder(encoder: Backbone, directory: str | Path, recipe: dict | None
     if recipe is not None:
         info["method"] = recipe["method"]["name"]
         info["preprocess"] = {k: recipe["data"][k] for k in PREPROCESS_KEYS if k in recipe["data"]}
-    (directory / "encoder.json").write_text(json.dumps(info, indent=2))
+    write_bytes_atomic(directory / "encoder.json", json.dumps(info, indent=2).encode("utf-8"))
     return directory / "encoder.json"
 
 

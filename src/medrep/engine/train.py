@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import export_encoder, last_checkpoint
 from ..data import build_dataset, get_source, source_names
 from ..errors import RecipeError
+from ..files import remove_stray_temporaries, write_atomic
 from ..losses.distributed import is_distributed, shutdown_process_group
 from ..methods import build_method, get_method
 from ..recipe import dump_recipe
@@ -51,12 +53,40 @@ def _precision(recipe: dict) -> str:
     return precision
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint Lightning writes (step files, ``last.ckpt``, ``trainer.save_checkpoint``)
+    goes through :func:`medrep.files.write_atomic`, so a kill never leaves a truncated one.
+
+    Lightning's own save buffers the whole checkpoint in memory and moves it from the system
+    temporary folder: a copy, not a rename, when that is another file system than the run's, and
+    nothing is synced; ``torch.save`` here streams into a file beside the target instead.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        write_atomic(path, lambda fh: torch.save(checkpoint, fh))
+
+
+def _checkpoint_callback(t: dict, folder: Path) -> ModelCheckpoint:
+    """Step checkpoints every ``checkpoint_every_n_steps`` and ``last.ckpt`` beside them.
+
+    ``keep_checkpoints`` is Lightning's top-k with the step as the score, so the newest k stay and
+    the record of which exist travels in the checkpoint (a resumed run goes on removing the oldest).
+    No version counter: a name already there is the same step written again after a resume, and
+    the newer file replaces it rather than becoming ``stepN-v1.ckpt`` that nothing would remove.
+    """
+    keep = t["keep_checkpoints"]
+    return ModelCheckpoint(
+        dirpath=folder, filename="step{step}", auto_insert_metric_name=False,
+        every_n_train_steps=t["checkpoint_every_n_steps"], save_last=True, enable_version_counter=False,
+        save_top_k=-1 if keep is None else keep, monitor=None if keep is None else "step", mode="max",
+    )
+
+
 def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = None) -> pl.Trainer:
     t = recipe["trainer"]
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
-        every_n_train_steps=t["checkpoint_every_n_steps"], save_last=True, save_top_k=-1,
-    )
+    checkpoint = _checkpoint_callback(t, run_dir / "checkpoints")
     # One log version per start, so a resumed run never overwrites the metrics logged before it.
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return pl.Trainer(
@@ -66,7 +96,7 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=t["progress_bar"], deterministic=t["deterministic"],
         callbacks=[checkpoint, *([TQDMProgressBar(refresh_rate=t["log_every_n_steps"])] if t["progress_bar"] else []),
                    *(extra_callbacks or [])],
-        logger=loggers, default_root_dir=run_dir,
+        logger=loggers, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, num_sanity_val_steps=0,
     )
 
@@ -104,8 +134,9 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / "recipe.yaml")
-    if trainer.is_global_zero:
         _write_skipped(loader.dataset, run_dir)
+        for folder in (run_dir / "checkpoints", run_dir / "encoder"):  # what a killed start left half-written
+            remove_stray_temporaries(folder)
     module = MethodModule(method, recipe["optim"])
     # Our own checkpoints hold only tensors and plain containers, so they load without unpickling code.
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
