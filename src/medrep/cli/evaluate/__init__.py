@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from medrep.cli import options
-from medrep.cli.evaluate import dense, probe, spatial, vlp
+from medrep.cli.evaluate import dense, maps, probe, spatial, vlp
 
 
 class Evaluation(NamedTuple):
@@ -20,6 +20,7 @@ class Evaluation(NamedTuple):
 EVALUATIONS: dict[str, Evaluation] = {
     "linear": Evaluation(probe.add_linear, probe.run_linear),
     "knn": Evaluation(probe.add_knn, probe.run_knn),
+    "map": Evaluation(maps.add_map, maps.run_map),
     "regions": Evaluation(spatial.add_regions, spatial.run_regions),
     "distance": Evaluation(spatial.add_distance, spatial.run_distance),
     "segment": Evaluation(dense.add_segment, dense.run_segment),
