@@ -56,11 +56,14 @@ def data_config(
 
 
 def split_features(
-    encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto"
+    encoder: torch.nn.Module, data: dict, split: str, batch_size: int = 256, device: str = "auto", dataset=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    from ..data import build_dataset
+    """Features and labels of ``split``. ``dataset``: that split already built (or a subset of it), for a
+    caller that also reads the dataset's class names or paths and so builds it once."""
+    if dataset is None:
+        from ..data import build_dataset
 
-    dataset = build_dataset(data, split=split)
+        dataset = build_dataset(data, split=split)
     dev = resolve_device(device)
     encoder = encoder.to(dev)
     return extract_features(encoder, dataset, batch_size=batch_size, device=dev, collate_fn=get_source(data["source"]).collate)

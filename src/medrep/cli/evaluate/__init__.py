@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from medrep.cli import options
-from medrep.cli.evaluate import dense, finetune, probe, spatial, vlp
+from medrep.cli.evaluate import dense, finetune, maps, probe, spatial, vlp
 
 
 class Evaluation(NamedTuple):
@@ -21,6 +21,7 @@ EVALUATIONS: dict[str, Evaluation] = {
     "linear": Evaluation(probe.add_linear, probe.run_linear),
     "knn": Evaluation(probe.add_knn, probe.run_knn),
     "finetune": Evaluation(finetune.add_finetune, finetune.run_finetune),
+    "map": Evaluation(maps.add_map, maps.run_map),
     "regions": Evaluation(spatial.add_regions, spatial.run_regions),
     "distance": Evaluation(spatial.add_distance, spatial.run_distance),
     "segment": Evaluation(dense.add_segment, dense.run_segment),
