@@ -137,13 +137,20 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--full-epochs", type=int, default=5, help="fine-tuning epochs at most at 100 %% labels (protocol default 50)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_budget"), help="pretraining runs (reused when present)")
+    p.add_argument("--pretrain-only", action="store_true", help="pretrain (export at every budget) and stop: run one process "
+                   "per method with --threads 1 side by side, then score in one process")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--no-readme", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     steps = sorted(args.steps)
     options = finetune_options(args.seeds, args.full_epochs)
     start = time.perf_counter()
     paths = encoders(args.methods, steps, args.work)
     pretrain_minutes = (time.perf_counter() - start) / 60
+    if args.pretrain_only:
+        return
     record = {"dataset": "PneumoniaMNIST", "methods": args.methods, "steps": steps, "seeds": args.seeds,
               "budget": BUDGET, "heads": {m: HEADS[m] for m in args.methods},
               "finetune_options": [{k: v for k, v in vars(o).items() if k != "progress"} for o in options],
