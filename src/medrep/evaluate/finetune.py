@@ -349,7 +349,12 @@ def evaluate_finetune(
     for role, name in names.items():
         if name is None:
             continue
-        dataset = build_dataset(data, split=name)
+        try:
+            dataset = build_dataset(data, split=name)
+        except MedrepError as exc:
+            if role != "val":
+                raise
+            raise MedrepError(f"{exc}; val_split=None (--val-split none) holds out 10 % of the train split instead", "val_split") from exc
         splits[role] = materialise(dataset, collate, name, opts.progress)
         skipped[name] = len(getattr(dataset, "skipped", []))
         classes = classes or getattr(dataset, "classes", None)
