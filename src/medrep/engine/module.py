@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -26,20 +27,43 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+#: Batch entries that hold plain Python values by the data layer's contract (per-sample ``meta`` dicts,
+#: report ``text``, ``sentences``, ``study`` ids; see :mod:`medrep.data`). Lightning's generic batch
+#: transfer walks every element of them looking for tensors: 7 ms a step for 256 meta dicts, as long
+#: as a whole GPU step. They are handed to the method as they are.
+HOST_KEYS = frozenset({"meta", "text", "sentences", "study"})
+
+
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the trainer writes to its loggers after this step. It writes only the last on-step
+    value every ``log_every_n_steps``, so ``self.log`` on the other steps is dropped work: Lightning's
+    per-call bookkeeping, and for a progress-bar value a ``.item()`` (a GPU sync) on every step."""
+    # The same private property Lightning's own LearningRateMonitor asks; fast_dev_run logs every step.
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
+
+
 class MethodModule(pl.LightningModule):
     def __init__(self, method: Method, optim: dict):
         super().__init__()
         self.method = method  # its weights are saved as "method.*": medrep.checkpoint.load_method relies on the name
         self.optim = dict(optim)
+        self.last_loss: torch.Tensor | None = None  # this step's loss, detached; shown by the progress bar
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.method.training_step(batch)
         if "loss" not in losses:
             raise KeyError(f"method {self.method.name!r} returned no 'loss' (got {sorted(losses)})")
-        batch_size = batch["image"].shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=batch_size)
-        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        # the progress bar reads it when it refreshes: a reference costs nothing, a per-step .item() is a GPU sync
+        self.last_loss = losses["loss"].detach()
+        if logs_this_step(self.trainer):
+            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch["image"].shape[0])
         return losses["loss"]
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if not isinstance(batch, dict) or not HOST_KEYS.intersection(batch):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        moved = super().transfer_batch_to_device({k: v for k, v in batch.items() if k not in HOST_KEYS}, device, dataloader_idx)
+        return {k: batch[k] if k in HOST_KEYS else moved[k] for k in batch}
 
     def on_train_start(self) -> None:
         # The trainer recomputes this from the loaders on every access: once is enough.

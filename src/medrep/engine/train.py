@@ -84,6 +84,18 @@ def _checkpoint_callback(t: dict, folder: Path) -> ModelCheckpoint:
     )
 
 
+class LossBar(TQDMProgressBar):
+    """Lightning's bar with the module's ``last_loss``, read only when the bar refreshes (every
+    ``log_every_n_steps``): a ``self.log(..., prog_bar=True)`` value costs a ``.item()`` on every step."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        loss = getattr(pl_module, "last_loss", None)
+        if loss is not None:
+            items["loss"] = loss.item()
+        return items
+
+
 def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = None) -> pl.Trainer:
     t = recipe["trainer"]
     checkpoint = _checkpoint_callback(t, run_dir / "checkpoints")
@@ -94,7 +106,7 @@ def build_trainer(recipe: dict, run_dir: Path, extra_callbacks: list | None = No
         precision=_precision(recipe), accumulate_grad_batches=t["accumulate_grad_batches"],
         gradient_clip_val=t["gradient_clip_val"], max_steps=t["max_steps"] or -1, max_epochs=t["max_epochs"],
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=t["progress_bar"], deterministic=t["deterministic"],
-        callbacks=[checkpoint, *([TQDMProgressBar(refresh_rate=t["log_every_n_steps"])] if t["progress_bar"] else []),
+        callbacks=[checkpoint, *([LossBar(refresh_rate=t["log_every_n_steps"])] if t["progress_bar"] else []),
                    *(extra_callbacks or [])],
         logger=loggers, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, num_sanity_val_steps=0,

@@ -1,0 +1,55 @@
+"""MethodModule's per-step economies (log only on logging steps, loss read by the bar when it
+refreshes, host-only batch entries not walked) leave training and its logs as they were."""
+
+import csv
+
+import pytest
+import torch
+from helpers import tiny_recipe
+
+import medrep
+from medrep.engine import MethodModule, build_trainer, pretrain
+from medrep.engine.module import HOST_KEYS
+from medrep.engine.train import LossBar
+from medrep.methods import build_method
+from medrep.recipe import load_recipe
+
+
+def logged(run) -> dict[int, float]:
+    rows = csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open())
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+@pytest.mark.slow
+def test_logging_every_second_step_logs_the_same_losses_and_trains_the_same(tiny_npz, tmp_path):
+    runs = [pretrain(load_recipe(tiny_recipe(tiny_npz, tmp_path / f"every{n}", trainer={"max_steps": 4, "log_every_n_steps": n})))
+            for n in (1, 2)]
+    every, second = (logged(run) for run in runs)
+    assert sorted(every) == [0, 1, 2, 3] and sorted(second) == [1, 3]
+    assert second == {step: every[step] for step in (1, 3)}
+    encs = [medrep.load_encoder(run) for run in runs]
+    for a, b in zip(encs[0].state_dict().values(), encs[1].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_batch_transfer_hands_host_entries_over_as_they_are():
+    module = MethodModule(build_method(load_recipe({"method": {"name": "simclr"}, "model": {"name": "resnet10"}})), {})
+    meta, text = [{"path": "a.png", "index": 0}], ["a report"]
+    batch = {"image": torch.zeros(1, 1, 8, 8), "meta": meta, "label": torch.tensor([1]), "text": text}
+    moved = module.transfer_batch_to_device(batch, torch.device("cpu"), 0)
+    assert list(moved) == list(batch)  # key order kept
+    assert moved["meta"] is meta and moved["text"] is text
+    assert torch.equal(moved["image"], batch["image"]) and torch.equal(moved["label"], batch["label"])
+    assert {"meta", "text", "sentences", "study"} == HOST_KEYS
+    plain = [torch.ones(2)]  # not a dict: Lightning's own transfer
+    assert torch.equal(module.transfer_batch_to_device(plain, torch.device("cpu"), 0)[0], plain[0])
+
+
+def test_progress_bar_shows_the_modules_last_loss(tiny_npz, tmp_path):
+    recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run", trainer={"progress_bar": True}))
+    trainer = build_trainer(recipe, tmp_path / "run")
+    bar = next(cb for cb in trainer.callbacks if isinstance(cb, LossBar))
+    module = MethodModule(build_method(recipe), recipe["optim"])
+    assert "loss" not in bar.get_metrics(trainer, module)  # before the first step
+    module.last_loss = torch.tensor(2.5)
+    assert bar.get_metrics(trainer, module)["loss"] == 2.5
