@@ -15,7 +15,7 @@ from ..options import PositiveInt, check_options, check_value
 from ..results import format_table, write_json
 from .embedding_map import class_counts, map_labels, plot_map, project, silhouettes, write_map_csv
 from .frozen import split_features
-from .linear import stratified_subsample
+from .subsample import stratified_subsample
 
 SUFFIXES = (".png", ".csv", ".json")
 COLUMNS = ["encoder", "split", "method", "points", "classes", "silhouette_features", "silhouette_map"]
