@@ -122,13 +122,17 @@ def main() -> None:
     p.add_argument("--vlp-steps", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", type=Path, default=Path("runs/bench_transfer"))
+    p.add_argument("--sources", nargs="+", default=["pneumonia", "medpix"], help="pretraining data sets to run")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--no-readme", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     record = {"steps": args.steps, "vlp_steps": args.vlp_steps, "seeds": args.seeds, "budget": BUDGET, "medpix_size": 32,
               "small_fractions": SMALL, "torch_threads": torch.get_num_threads(), "minutes": {}, "results": {}}
     start = time.perf_counter()
     plan = [("pneumonia", SSL, ["medpix modality", "medpix region"]), ("medpix", [*SSL, "convirt"], ["pneumonia"])]
-    for source, methods, targets in plan:
+    for source, methods, targets in (step for step in plan if step[0] in args.sources):
         encoders = {f"{source}/{m}": pretrained(source, m, args.steps, args.vlp_steps, args.work) for m in methods}
         for target in targets:
             data = pneumonia_target() if target == "pneumonia" else medpix_target(target.split()[1], args.work)

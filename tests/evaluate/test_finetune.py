@@ -101,7 +101,7 @@ def _resnet(spatial_dims: int = 2) -> nn.Module:
 @pytest.mark.slow
 def test_end_to_end_finetuning_is_deterministic_and_trains_the_encoder():
     splits = _splits(24)
-    opts = FinetuneOptions(fractions=(1.0,), seeds=(0,), epochs=1, batch_size=12, progress=False)
+    opts = FinetuneOptions(fractions=(1.0,), seeds=(0,), epochs=1, batch_size=12, min_batches_per_epoch=1, progress=False)
     encoder = _resnet()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     kept = []
@@ -125,11 +125,22 @@ def test_multilabel_and_3d():
     x[:, :, :4] += 0.5 * y[:, 0].view(-1, 1, 1, 1, 1)
     x[:, :, 4:] += 0.5 * y[:, 1].view(-1, 1, 1, 1, 1)
     splits = {"train": Split(x[:16], y[:16]), "val": Split(x[16:20], y[16:20]), "test": Split(x[16:], y[16:])}
-    opts = FinetuneOptions(fractions=(1.0,), seeds=(0,), epochs=1, batch_size=8, progress=False)
+    opts = FinetuneOptions(fractions=(1.0,), seeds=(0,), epochs=1, batch_size=8, min_batches_per_epoch=1, progress=False)
     result = finetune(lambda seed: _resnet(3), splits, opts)
     run = result["fractions"]["1"]["per_seed"][0]
     assert result["task"] == "multilabel" and result["classes"] == [0, 1]
     assert 0.0 <= run["auroc"] <= 1.0 and 0.0 <= run["accuracy"] <= 1.0
+
+
+def test_an_epoch_of_a_small_subset_repeats_it_to_the_minimum_batches():
+    from medrep.evaluate.finetune import _batches
+
+    g = torch.Generator().manual_seed(0)
+    small = _batches(47, 48, g, min_batches=10)
+    assert sum(b.numel() for b in small) == 47 * 11 and len(small) == 11  # 11 passes: 10 full batches and one of 37
+    assert torch.bincount(torch.cat(small)).tolist() == [11] * 47  # every example equally often
+    large = _batches(101, 10, g, min_batches=10)
+    assert len(large) == 10 and large[-1].numel() == 11  # one pass; the batch of one joined the last
 
 
 def test_holdout_is_stratified_and_disjoint():

@@ -10,7 +10,9 @@ of the same architecture *once both are trained on the labels*? Protocol, per (f
   initialised with the run's seed) and one linear layer on its pooled features;
 * training: defaults follow MGCA's classification fine-tuner (Wang et al. 2022, the reference
   code of medical image-report pretraining): AdamW, weight decay 1e-6, head learning rate 5e-4,
-  batch 48, at most 50 epochs, early stopping when the validation loss has not improved for 10
+  batch 48, at most 50 epochs (an epoch is a pass over the labelled subset, repeated until it
+  holds at least ``min_batches_per_epoch`` = 10 batches: 1 % of PneumoniaMNIST is 47 images, one
+  batch, and 50 one-step epochs would hardly train anything), early stopping when the validation loss has not improved for 10
   epochs, test with the best-validation weights. MGCA trains the head only; end to end, the
   encoder gets its own learning rate (``encoder_lr``, default 1e-4, a fifth of the head's, so the
   pretrained features are adjusted rather than overwritten). Constant learning rates, as MGCA;
@@ -65,6 +67,7 @@ class FinetuneOptions:
     epochs: PositiveInt = 50
     patience: PositiveInt = 10
     batch_size: PositiveInt = 48
+    min_batches_per_epoch: PositiveInt = 10
     lr: PositiveFloat = 5e-4
     encoder_lr: PositiveFloat = 1e-4
     weight_decay: NonNegativeFloat = 1e-6
@@ -185,9 +188,12 @@ class Classifier(nn.Module):
         return self.head(x if self.encoder is None else self.encoder(x).flatten(1))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled index batches; a last batch of one joins the one before (batch norm needs two)."""
-    chunks = list(torch.randperm(n, generator=generator).split(batch_size))
+def _batches(n: int, batch_size: int, generator: torch.Generator, min_batches: int = 1) -> list[torch.Tensor]:
+    """Shuffled index batches of one epoch: passes over ``n`` examples (each a fresh shuffle) until
+    there are ``min_batches`` full batches' worth; a last batch of one joins the one before (batch
+    norm needs two)."""
+    passes = max(1, math.ceil(min_batches * batch_size / n))
+    chunks = list(torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)]).split(batch_size))
     if len(chunks) > 1 and chunks[-1].numel() == 1:
         chunks[-2:] = [torch.cat(chunks[-2:])]
     return chunks
@@ -225,7 +231,7 @@ def train_once(
         model.train()
         if opts.frozen and model.encoder is not None:
             model.encoder.eval()  # a frozen encoder keeps its batch-norm statistics
-        for idx in _batches(len(train), opts.batch_size, generator):
+        for idx in _batches(len(train), opts.batch_size, generator, opts.min_batches_per_epoch):
             x = train.images[idx]
             if augment is not None:
                 x = augment(x, generator=generator)

@@ -17,6 +17,8 @@ def _own():
     p.add_argument("--test-split", default="test", help="split scored once, with the best-validation weights (default: test)")
     p.add_argument("--frozen", action="store_true", help="train the head only, on the frozen encoder (a linear probe)")
     p.add_argument("--epochs", type=int, default=50, help="most epochs (default 50, as MGCA)")
+    p.add_argument("--min-batches-per-epoch", type=int, default=10, help="an epoch repeats a small labelled subset until it "
+                   "holds this many batches (default 10; 1 %% of a small data set is otherwise one step an epoch)")
     p.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better validation score (default 10)")
     p.add_argument("--lr", type=float, default=5e-4, help="head learning rate (default 5e-4, as MGCA)")
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="encoder learning rate when fine-tuning (default 1e-4)")
@@ -41,6 +43,7 @@ def run_finetune(args) -> int:
     from medrep.evaluate.frozen import data_config
 
     opts = FinetuneOptions(fractions=args.fractions, seeds=args.seeds, epochs=args.epochs, patience=args.patience,
+                           min_batches_per_epoch=args.min_batches_per_epoch,
                            batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr, weight_decay=args.weight_decay,
                            optimizer=args.optimizer, augment=args.augment, frozen=args.frozen, select=args.select)
     data = data_config(args.encoder, args.data, args.source, args.skip_bad, args.size)
