@@ -112,7 +112,8 @@ def plot(record: dict, path: Path) -> None:
         ax.axhline(base["mean"], color="grey", ls="--", label="random init")
         ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="grey", alpha=0.15)
         ax.set_xscale("log")
-        ax.set_title(ev.replace(" 0.01", " 1 %").replace(" 1", " 100 %") if ev.endswith((" 1", " 0.01")) else ev)
+        kind, fraction = ev.rsplit(" ", 1)
+        ax.set_title(f"{kind}, {float(fraction):.0%} labels")
         ax.set_xlabel("pretraining steps")
         ax.set_ylabel("test AUROC")
     np.atleast_1d(axes)[0].legend(fontsize=8)
@@ -148,13 +149,18 @@ def main() -> None:
     options = finetune_options(args.seeds, args.full_epochs)
     start = time.perf_counter()
     paths = encoders(args.methods, steps, args.work)
-    pretrain_minutes = (time.perf_counter() - start) / 60
+    # wall time to each export, from the files' times (pretraining may have run in other processes)
+    elapsed = {m: {s: (paths[(m, s)] / "encoder" / "encoder.json").stat().st_mtime
+                   - (args.work / m / "run" / "recipe.yaml").stat().st_mtime for s in steps} for m in args.methods}
+    pretrain_minutes = sum(max(v.values()) for v in elapsed.values()) / 60
     if args.pretrain_only:
         return
     record = {"dataset": "PneumoniaMNIST", "methods": args.methods, "steps": steps, "seeds": args.seeds,
               "budget": BUDGET, "heads": {m: HEADS[m] for m in args.methods},
               "finetune_options": [{k: v for k, v in vars(o).items() if k != "progress"} for o in options],
-              "pretrain_minutes": pretrain_minutes, "torch_threads": torch.get_num_threads(), "runs": {}}
+              "pretrain_minutes": pretrain_minutes,
+              "minutes_to_step": {m: {str(k): v / 60 for k, v in e.items()} for m, e in elapsed.items()},
+              "torch_threads": torch.get_num_threads(), "runs": {}}
     t = time.perf_counter()
     record["random_init"] = score(paths[(args.methods[0], steps[0])], True, args.seeds, options)
     print(f"random init scored in {(time.perf_counter() - t) / 60:.1f} min", flush=True)
@@ -172,7 +178,8 @@ def main() -> None:
     if not args.no_readme:
         write_section("budget", f"From `benchmarks/results/budget.json`: test AUROC, mean ± std over seeds {args.seeds} "
                                 f"(fine-tuning at 100 %: seed {args.seeds[0]} only, at most {args.full_epochs} epochs); pretraining "
-                                f"`{' '.join(BUDGET)}`, {pretrain_minutes:.0f} min in all.\n\n" + table(record, markdown=True)
+                                f"`{' '.join(BUDGET)}`, {pretrain_minutes:.0f} min in all on one thread per method.\n\n"
+                      + table(record, markdown=True)
                       + "\n\n![AUROC against pretraining steps](benchmarks/results/budget.png)")
 
 
