@@ -86,6 +86,7 @@ def _pair(n: int, d: int, seed: int, requires_grad: bool = False) -> tuple[torch
 
 
 SHAPES = [(2, 3), (5, 4), (8, 6), (16, 5)]
+WIDE = [(3, 8), (4, 10)]  # d >= 2n: Barlow Twins takes sum C_ij^2 from the n x n Gram matrices
 
 # ---------------------------------------------------------------- single-process values
 
@@ -100,7 +101,7 @@ def test_byol_matches_naive(n: int, d: int) -> None:
     assert byol_loss(z, -3 * z).item() == pytest.approx(4.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("n,d", SHAPES)
+@pytest.mark.parametrize("n,d", [*SHAPES, *WIDE])
 @pytest.mark.parametrize("lam", [0.0, 5e-3, 0.5])
 def test_barlow_matches_naive(n: int, d: int, lam: float) -> None:
     z1, z2 = _pair(n, d, seed=n * 10 + d)
@@ -147,6 +148,16 @@ def test_collapse_is_penalised() -> None:
     assert vicreg_loss(collapsed, collapsed)["loss"] > vicreg_loss(z1, z1)["loss"]
 
 
+@pytest.mark.parametrize("n,d", [(64, 16), (16, 64)], ids=["cross-correlation", "gram"])
+def test_barlow_float32_keeps_float_precision(n: int, d: int) -> None:
+    """``sum C^2 - sum diag C^2`` loses nothing that matters in float32, also when ``C`` is the identity."""
+    z1, z2 = _pair(n, d, seed=5)
+    assert barlow_twins_loss(z1.float(), z2.float()).item() == pytest.approx(barlow_twins_loss(z1, z2).item(), rel=1e-5)
+    if n > d:  # identical decorrelated views: C = I, loss 0
+        z = _decorrelated(n, d).float()
+        assert barlow_twins_loss(z, z).item() == pytest.approx(0.0, abs=5e-3 * d * 2**-20)
+
+
 # ---------------------------------------------------------------- gradients
 
 
@@ -166,8 +177,9 @@ def test_gradcheck() -> None:
     ],
     ids=["byol", "barlow", "vicreg"],
 )
-def test_gradient_matches_autograd_of_naive(fn, ref) -> None:
-    z1, z2 = _pair(6, 4, seed=12, requires_grad=True)
+@pytest.mark.parametrize("n,d", [(6, 4), WIDE[0]])
+def test_gradient_matches_autograd_of_naive(fn, ref, n: int, d: int) -> None:
+    z1, z2 = _pair(n, d, seed=12, requires_grad=True)
     got = torch.autograd.grad(fn(z1, z2), (z1, z2))
     want = torch.autograd.grad(ref(z1, z2), (z1, z2))
     for a, b in zip(got, want):

@@ -2,15 +2,19 @@
 
 It is per-sample, so it needs no cross-process gather: under DDP each rank's mean over its
 local pairs, averaged by DDP, is the mean over the global batch.
+
+``cos`` is taken as ``<p, z> / (max(|p|, eps) max(|z|, eps))``, the same value as the dot product of
+``F.normalize``'d rows (eps 1e-12), without materialising the two normalised copies: on a large
+batch the loss is bound by allocating and passing over ``(n, d)`` tensors, forward and backward
+(``benchmarks/loss_speed.py``).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from medrep.losses.ntxent import _check_pair, _compute_dtype
+from medrep.losses.ntxent import _autocast_off, _check_pair, _compute_dtype
 
 __all__ = ["byol_loss"]
 
@@ -25,7 +29,13 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     inputs) with autocast disabled.
     """
     _check_pair(p, z, ("p", "z"), "byol_loss")
-    with torch.autocast(device_type=p.device.type, enabled=False):
+    with _autocast_off(p):
         dtype = _compute_dtype(p, z)
-        cos = (F.normalize(p.to(dtype), dim=1) * F.normalize(z.to(dtype), dim=1)).sum(dim=1)
-        return (2 - 2 * cos).mean()
+        p, z = p.to(dtype), z.to(dtype)
+        cos = torch.linalg.vecdot(p, z, dim=1) / (_norm(p) * _norm(z))
+        return 2 - 2 * cos.mean()
+
+
+def _norm(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Row norms clamped as ``F.normalize`` clamps them."""
+    return torch.linalg.vector_norm(x, dim=1).clamp_min(eps)

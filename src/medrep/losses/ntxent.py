@@ -11,6 +11,7 @@ call under ``torch.autocast(dtype=torch.bfloat16)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -51,6 +52,13 @@ def _check_pair(a: Tensor, b: Tensor, names: tuple[str, str], where: str) -> Non
 def _compute_dtype(*xs: Tensor) -> torch.dtype:
     """float32 (also for bf16/fp16 inputs), or float64 when any input is float64."""
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def _autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``x``'s device; no context when autocast is off there anyway (entering
+    ``torch.autocast(enabled=False)`` costs some 20 us per forward + backward, 5 % of a small loss)."""
+    device = x.device.type
+    return torch.autocast(device_type=device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
 
 
 def _prepare(x: Tensor, dtype: torch.dtype, normalize: bool) -> Tensor:
