@@ -77,6 +77,18 @@ def test_frozen_head_learns_separable_features_and_restores_the_best_epoch():
         assert run["epochs"] == len(losses) and (run["epochs"] == 30 or run["epochs"] - run["best_epoch"] == 5)
 
 
+def test_multiclass_labels_keep_their_ids():
+    """Class ids need not be 0..n-1: the head predicts indices, the metrics report the ids."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([3, 5, 9] * 20)
+    x = torch.rand(60, 1, 8, 8, generator=g) * 0.2 + (y.float().view(-1, 1, 1, 1) - 3) / 7
+    splits = {"train": Split(x, y), "val": Split(x[:15], y[:15]), "test": Split(x[15:], y[15:])}
+    opts = FinetuneOptions(fractions=(1.0,), seeds=(0,), epochs=40, frozen=True, augment="none", lr=5e-2, progress=False)
+    result = finetune(lambda seed: MeanBrightness(), splits, opts)
+    assert result["task"] == "multiclass" and result["classes"] == [3, 5, 9]
+    assert result["fractions"]["1"]["auroc"]["mean"] > 0.9
+
+
 def test_cached_frozen_features_give_the_same_numbers_as_running_the_encoder():
     """augment=none + frozen computes features once; the encoder-in-the-loop path must agree (same seeds)."""
     from medrep.evaluate.finetune import Classifier, _Task, train_once
