@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def plot(record: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     evals = list(record["random_init"])
     fig, axes = plt.subplots(1, len(evals), figsize=(4 * len(evals), 3.4), sharey=False)
@@ -112,6 +114,9 @@ def plot(record: dict, path: Path) -> None:
         ax.axhline(base["mean"], color="grey", ls="--", label="random init")
         ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="grey", alpha=0.15)
         ax.set_xscale("log")
+        # label only the measured budgets: log-axis minor labels (3x10^2 ...) overlap at this width
+        ax.set_xticks(record["steps"], [str(s) for s in record["steps"]])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         kind, fraction = ev.rsplit(" ", 1)
         ax.set_title(f"{kind}, {float(fraction):.0%} labels")
         ax.set_xlabel("pretraining steps")
@@ -142,7 +147,11 @@ def main() -> None:
                    "per method with --threads 1 side by side, then score in one process")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--plot-only", action="store_true", help="redraw budget.png from budget.json and stop")
     args = p.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / "budget.json").read_text()), RESULTS / "budget.png")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = sorted(args.steps)
