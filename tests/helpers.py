@@ -186,3 +186,16 @@ def tiny_tree_for(recipe: dict, root: Path, spatial_dims: int, side: int, n: int
             writer.writerows([file.relative_to(root), f"Image {i} of the tiny set. It is noise.", split or ""]
                              for i, file in enumerate(files))
     return {"source": source, "path": str(root / "list.csv")}
+
+
+def phantom(size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth image with two labelled ellipses (labels 1 and 2) on a textured background, off-centre
+    so that shifts, flips and rotations all change it."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    mask = np.zeros((size, size), np.int64)
+    mask[((x - 0.35) / 0.18) ** 2 + ((y - 0.4) / 0.12) ** 2 < 1] = 1
+    mask[((x - 0.68) / 0.1) ** 2 + ((y - 0.7) / 0.16) ** 2 < 1] = 2
+    rng = np.random.default_rng(7)
+    image = 0.25 + 0.2 * x + 0.1 * np.sin(9 * y) + 0.05 * rng.standard_normal((size, size))
+    image = image + 0.35 * (mask == 1) + 0.2 * (mask == 2)
+    return np.clip(image, 0, 1).astype(np.float32), mask
