@@ -77,6 +77,18 @@ def test_list_names_methods_and_recipes(capsys):
     from medrep.data.sources import source_names
 
     assert all(name in out for name in source_names())  # every registered source, by kind
+    from medrep.tasks import FAMILIES, task_names
+
+    for family in FAMILIES:
+        assert f"tasks:     {family} ({len(task_names(family))}): " + ", ".join(task_names(family)) in out
+
+
+def test_list_tasks_gives_each_task_its_line(capsys):
+    assert main(["list", "--tasks"]) == 0
+    out = capsys.readouterr().out
+    from medrep.tasks import get_task, task_names
+
+    assert all(get_task(n).summary in out for n in task_names())
 
 
 @pytest.mark.parametrize(

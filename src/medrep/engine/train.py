@@ -15,7 +15,7 @@ import torch
 from lightning.fabric.plugins.io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from ..checkpoint import export_encoder, last_checkpoint
 from ..data import build_dataset, get_source, source_names
@@ -37,6 +37,14 @@ def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, d
     if len(dataset) < data["batch_size"] and drop_last:
         raise RecipeError(f"is larger than the data set ({len(dataset)} samples)", "data.batch_size")
     workers = data["num_workers"]
+    batches = getattr(dataset, "batch_sampler_class", None)
+    if batches is not None:
+        # a data set that owns its batching (TaCo's P tasks x K draws); the class keeps BatchSampler's
+        # signature, so under DDP Lightning rebuilds it over a DistributedSampler
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_sampler=batches(sampler, data["batch_size"], drop_last), num_workers=workers,
+                          collate_fn=get_source(data["source"]).collate, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
     # the source's batching: image-report batches keep their texts as strings, the method tokenises them
     return DataLoader(
         dataset, batch_size=data["batch_size"], shuffle=shuffle, drop_last=drop_last, num_workers=workers,

@@ -128,3 +128,6 @@ class TaskBatchSampler(BatchSampler):
             rng = np.random.default_rng([self.seed, int(draws[0])])
             tasks = rng.choice(self.n_tasks, self.p, replace=False)
             yield [(int(tasks[j // self.k]), int(d)) for j, d in enumerate(draws)]
+
+
+TaskPairs.batch_sampler_class = TaskBatchSampler  # the engine's loader batches a TaskPairs set with it
