@@ -161,6 +161,14 @@ def tiny_tree_for(recipe: dict, root: Path, spatial_dims: int, side: int, n: int
 
     data = recipe["data"]
     kind = get_source(data["source"]).kind
+    if kind == "tasks":  # task samples from a folder of the user's images only: no masks, so the tasks that need none
+        from medrep.tasks import get_task, task_names
+
+        rng = np.random.default_rng(0)
+        for i in range(8):
+            _write_image(root / f"img{i}", rng, side, 2)
+        return {"source": data["source"], "path": str(root), "sets": [], "crop": None, "tasks_per_batch": 2,
+                "tasks": [t for t in task_names() if not get_task(t).needs_mask]}
     source = data["source"] if data["source"] in GENERIC_IMAGE_SOURCES else STAND_IN[kind]
     split, n = data.get("split"), n or data["batch_size"]
     rng = np.random.default_rng(0)

@@ -39,8 +39,10 @@ def example(name: str, root: Path, spatial_dims: int = 2) -> dict[str, Any]:
 
 def recipe(data: dict[str, Any], spatial_dims: int, **extra) -> dict:
     """The recipe a user would write to pretrain on ``data`` (a text method for image-report sources)."""
-    method = "convirt" if get_source(data["source"]).kind == "image_text" else "simclr"
-    return load_recipe({"method": {"name": method}, "model": {"name": "resnet10", "spatial_dims": spatial_dims},
+    kind = get_source(data["source"]).kind
+    method = {"image_text": "convirt", "tasks": "taco"}.get(kind, "simclr")
+    channels = 6 if kind == "tasks" else 1  # a task sample is [input, target], 3 channels each
+    return load_recipe({"method": {"name": method}, "model": {"name": "resnet10", "spatial_dims": spatial_dims, "in_channels": channels},
                         "data": {**data, "batch_size": 2, **extra}})
 
 
@@ -54,6 +56,8 @@ def read_everything(data: dict[str, Any], spatial_dims: int) -> list[str]:
     if source.kind == "image":
         dataset = build_dataset(full)
         return [dataset[i]["meta"]["path"] for i in range(len(dataset))]
+    if source.kind == "tasks":  # the images the samples are drawn from are read when the data set is built
+        return [s.id for s in build_dataset(full).slices]
     dataset = build_dataset(full, train=False)
     return [path for i in range(len(dataset)) for path in dataset[i]["meta"]["paths"]]
 
@@ -119,6 +123,9 @@ def test_example_builds_a_batch(name, spatial_dims, tmp_path):
         assert batch["spacing"].shape == (2, spatial_dims) and (batch["spacing"] > 0).all()
         if any(label is not None for label in getattr(loader.dataset, "labels", [])):
             assert batch["label"].dtype == torch.int64 and batch["label"].shape == (2,)
+        return
+    if source.kind == "tasks":
+        assert image.shape[1] == 6 and {"task", "family", "dataset", "failure", "strength"} <= set(batch)
         return
     assert len(batch["text"]) == 2 and all(isinstance(t, str) and t.strip() for t in batch["text"])
     rows, report = read_pairs(data)

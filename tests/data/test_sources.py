@@ -55,14 +55,15 @@ def test_no_data_module_imports_recipe_or_evaluate():
 
 
 def test_every_source_is_registered_once_with_its_kind():
-    assert set(source_names("image")) == {"medmnist", "folder", "manifest"}
+    assert set(source_names("image")) == {"medmnist", "folder", "manifest", "slices"}
     assert set(source_names("image_text")) == {"image_text", "medpix2", "iu_xray", "mimic_cxr"}
     assert set(source_names("segmentation")) == {"colin27-lobes"}
+    assert set(source_names("tasks")) == {"tasks"} and get_source("tasks").collate is collate
     assert get_source("medmnist").collate is collate and get_source("mimic_cxr").collate is collate_image_text
     assert get_source("colin27-lobes").collate is None
     assert get_source("medpix2").case_by == "patient" and get_source("medpix2").eval_split == "dev"
     assert get_source("iu_xray").options == {"image_root": None} and get_source("medpix2").default_path == "medpix2"
-    with pytest.raises(DataError, match="^--source: must be one of folder, manifest, medmnist, got 'mimic_cxr'"):
+    with pytest.raises(DataError, match="^--source: must be one of folder, manifest, medmnist, slices, got 'mimic_cxr'"):
         get_source("mimic_cxr", "image", "--source")
     with pytest.raises(MedrepError, match="already registered"):
         register_source(get_source("medmnist"))
@@ -78,7 +79,7 @@ def test_the_recipe_and_the_engine_ask_the_registry():
     assert recipe["data"]["text_field"] == "caption" and recipe["data"]["class_folders"] is False
     for source in source_names(("image", "image_text")):
         load_recipe({"method": {"name": "simclr"}, "data": {"source": source}})
-    with pytest.raises(RecipeError, match="^data.source: must be one of .*mimic_cxr, got 'colin27-lobes'"):
+    with pytest.raises(RecipeError, match="^data.source: must be one of .*mimic_cxr, tasks, got 'colin27-lobes'"):
         load_recipe({"method": {"name": "simclr"}, "data": {"source": "colin27-lobes"}})
 
 

@@ -170,7 +170,8 @@ TINY = {
 def _tiny_model(cls, model: dict, spatial_dims: int) -> dict:
     """From the method's capabilities and the recipe's model family, never from the method's name."""
     family = "unet" if cls.needs_dense else "vit" if model["name"] == "vit" else "resnet"
-    return {**TINY[family], "spatial_dims": spatial_dims, **({"img_size": NATIVE[spatial_dims]} if family == "vit" else {})}
+    return {**TINY[family], "spatial_dims": spatial_dims, "in_channels": model.get("in_channels", 1),
+            **({"img_size": NATIVE[spatial_dims]} if family == "vit" else {})}
 
 
 def _first_recipe(method: str) -> dict:

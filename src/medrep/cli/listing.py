@@ -24,9 +24,14 @@ def run(args: argparse.Namespace) -> int:
 
     print("methods:   " + ", ".join(available_methods()))
     print("backbones: " + ", ".join(sorted(BACKBONES)))
-    for kind, label in (("image", "images"), ("image_text", "image-report pairs"), ("segmentation", "segmentation tasks")):
+    for kind, label in (("image", "images"), ("image_text", "image-report pairs"), ("segmentation", "segmentation tasks"),
+                        ("tasks", "task samples (TaCo)")):
         print(f"sources:   {label}: " + ", ".join(source_names(kind)))
     print("recipes:   " + ", ".join(bundled_recipes()))
+    from medrep.data.slices import format_slice_sets
+
+    print("slice sets (TaCo's images; data.sets):")
+    print(format_slice_sets())
     if args.tasks:
         _task_lines()
     else:

@@ -35,6 +35,10 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None = None, transform=
     """
     source = get_source(data_cfg.get("source", "medmnist"), PRETRAIN_KINDS)
     split = data_cfg.get("split") if split is None else split
+    if source.kind == "tasks":
+        if transform is not None or check_crops(data_cfg.get("crops")) is not None:
+            raise DataError(f"task source {source.name!r} takes no transform or crops (data.crop is its joint crop)", "data.source")
+        return source.task_samples(data_cfg, split)
     if source.kind == "image_text":
         if transform is not None or check_crops(data_cfg.get("crops")) is not None:
             raise DataError(f"image-report source {source.name!r} takes no transform or crops", "data.source")

@@ -148,6 +148,10 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     if get_method(name).needs_text and get_source(recipe["data"]["source"]).kind != "image_text":
         raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(source_names('image_text'))}, "
                           f"not {recipe['data']['source']!r}", "data.source")
+    kind = get_source(recipe["data"]["source"]).kind
+    if get_method(name).needs_tasks != (kind == "tasks"):
+        wanted = "task samples: use data.source: tasks" if get_method(name).needs_tasks else "images, not task samples"
+        raise RecipeError(f"method {name!r} trains on {wanted} (got {recipe['data']['source']!r})", "data.source")
     method = build_method(recipe)
     loader = build_loader(recipe)
     trainer = build_trainer(recipe, run_dir, extra_callbacks)

@@ -28,6 +28,8 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     #: trains on image-report pairs: the engine refuses an image-only ``data.source``
     needs_text: ClassVar[bool] = False
+    #: trains on TaCo's task samples: the engine refuses any source that is not of kind ``tasks``, and the reverse
+    needs_tasks: ClassVar[bool] = False
     #: uses the encoder's sub-region features (:meth:`Backbone.forward_with_local`)
     needs_local_features: ClassVar[bool] = False
     #: uses dense encoder-decoder features (``encoder.dense``, the unet backbone)

@@ -48,6 +48,7 @@ def task_classes(batch: dict, positives: str, failures: str, n_sets: int) -> tup
 @register_method("taco")
 class TaCo(Method):
     supported_dims = (2,)
+    needs_tasks = True
 
     @dataclass(frozen=True, kw_only=True)
     class Options(Method.Options):

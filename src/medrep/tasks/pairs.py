@@ -73,7 +73,8 @@ class TaskPairs(Dataset):
         self.eligible = []
         for t in self.tasks:
             if t.needs_mask and not with_mask:
-                raise TaskError(f"needs a mask, and none of the data sets has one ({', '.join(self.sets)})", f"task {t.name!r}")
+                raise TaskError(f"needs a mask, and none of the data sets has one ({', '.join(self.sets)}); add a set with "
+                                "masks (medrep list) or choose tasks that need none (data.tasks, data.families)", f"task {t.name!r}")
             need = max(t.min_size, crop or 0)
             if side < need:
                 raise TaskError(f"needs images of at least {need} x {need} pixels; the smallest slice is {side} pixels "

@@ -20,6 +20,9 @@ adding a source is adding one file. Three kinds, each with its own builder:
   retrieval or zero-shot evaluation, so both read a source the same way.
 - ``segmentation``: ``task(data)`` returns a :class:`~medrep.data.datasets.segmentation.SegTask`
   (train and test image/mask items) for the dense evaluation; not a pretraining source.
+- ``tasks``: ``task_samples(data, split)`` returns TaCo's task samples (a
+  :class:`~medrep.tasks.pairs.TaskPairs`: channel-stacked (input, target) pairs with ``task``,
+  ``family``, ``dataset`` and ``failure`` keys); only methods with ``needs_tasks`` train on them.
 
 Every source should also give ``example(root, spatial_dims=2) -> data``: it writes a tiny but
 valid tree in the source's own on-disk layout under ``root`` (a few samples, fixed seed; ``root``
@@ -42,10 +45,10 @@ from typing import Any
 
 from ...errors import DataError, MedrepError
 
-KINDS = ("image", "image_text", "segmentation")
+KINDS = ("image", "image_text", "segmentation", "tasks")
 #: kinds a recipe's ``data.source`` may name (segmentation sources are read by the dense evaluation only)
-PRETRAIN_KINDS = ("image", "image_text")
-_BUILDERS = {"image": "images", "image_text": "pairs", "segmentation": "task"}
+PRETRAIN_KINDS = ("image", "image_text", "tasks")
+_BUILDERS = {"image": "images", "image_text": "pairs", "segmentation": "task", "tasks": "task_samples"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Source:
     images: Callable[..., Any] | None = None
     pairs: Callable[[Path, dict[str, Any]], tuple[list, dict[str, Any]]] | None = None
     task: Callable[[dict[str, Any]], Any] | None = None
+    task_samples: Callable[[dict[str, Any], str | None], Any] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[dict[str, Any]], None] | None = None
     default_path: str | None = None
@@ -97,7 +101,7 @@ class Source:
     @property
     def collate(self) -> Callable | None:
         """The DataLoader ``collate_fn`` for this source's datasets (None for segmentation tasks)."""
-        if self.kind == "image":
+        if self.kind in ("image", "tasks"):
             from ..datasets.collate import collate
 
             return collate
