@@ -120,7 +120,8 @@ def task_samples(data: dict[str, Any], split: str | None):
     try:
         tasks = select_tasks(_names(data.get("tasks"), "tasks"), _names(data.get("families"), "families"))
     except TaskError as err:
-        raise RecipeError(str(err), "data.tasks") from err
+        text = str(err)[len(err.where) + 2:] if err.where else str(err)  # the recipe key replaces "task"/"family"
+        raise RecipeError(text, "data.families" if err.where == "family" else "data.tasks") from err
     slices = split_pool(load_pool(data), split, float(data.get("holdout", OPTIONS["holdout"])))
     return TaskPairs(slices, tasks, draws=int(data.get("draws", OPTIONS["draws"])),
                      failure_rate=float(data.get("failure_rate", OPTIONS["failure_rate"])),
