@@ -52,10 +52,11 @@ def test_the_tables_and_the_parser_name_the_same_commands():
 
 def test_shared_options_keep_each_command_default():
     parser = build_parser()
+    needs_data = ("segment", "taskmap")
     batch = {task: parser.parse_args(["evaluate", task, "--run" if task in ("registration", "retrieval", "zeroshot") else "--encoder",
-                                      "x", *(["--data", "d"] if task == "segment" else [])]).batch_size for task in EVALUATIONS}
+                                      "x", *(["--data", "d"] if task in needs_data else [])]).batch_size for task in EVALUATIONS}
     assert batch == {"linear": 256, "knn": 256, "finetune": 48, "map": 256, "regions": 64, "distance": 64, "segment": 4, "registration": 8,
-                     "retrieval": 32, "zeroshot": 32}
+                     "retrieval": 32, "zeroshot": 32, "taskmap": 128}
     assert parser.parse_args(["embed", "--encoder", "x", "--out", "f.npz"]).batch_size == 256
     assert parser.parse_args(["demo"]).out == "runs/demo"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from medrep.cli import options
-from medrep.cli.evaluate import dense, finetune, maps, probe, spatial, vlp
+from medrep.cli.evaluate import dense, finetune, maps, probe, spatial, taskmap, vlp
 
 
 class Evaluation(NamedTuple):
@@ -28,6 +28,7 @@ EVALUATIONS: dict[str, Evaluation] = {
     "registration": Evaluation(dense.add_registration, dense.run_registration),
     "retrieval": Evaluation(vlp.add_retrieval, vlp.run_retrieval),
     "zeroshot": Evaluation(vlp.add_zeroshot, vlp.run_zeroshot),
+    "taskmap": Evaluation(taskmap.add_taskmap, taskmap.run_taskmap),
 }
 
 
