@@ -21,6 +21,7 @@ Writes benchmarks/results/taco_map.json, PNGs under benchmarks/results/taco/ and
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -59,16 +60,43 @@ def pretrained(name: str, recipe: dict) -> Path:
     return out
 
 
+def transfer(work: Path, seeds: list[int]) -> dict:
+    """The transfer matrix of TRANSFER_TASKS on the held-in / held-out slices of every set (reused when saved)."""
+    from medrep.data.sources.task_pairs import load_pool, split_pool
+    from medrep.evaluate.task_transfer import TransferOptions, transfer_matrix
+    from medrep.tasks import get_task
+
+    path = work / "transfer.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = load_recipe("taco_medical")["data"]
+    pool = load_pool(data)
+    train, test = split_pool(pool, "train", data["holdout"]), split_pool(pool, "test", data["holdout"])
+    start = time.perf_counter()
+    result = transfer_matrix(train, test, [get_task(t) for t in TRANSFER_TASKS], TransferOptions(seeds=tuple(seeds)),
+                             progress=lambda seed, a: print(f"transfer seed {seed}: source task {a + 1}/{len(TRANSFER_TASKS)} "
+                                                            f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True))
+    result["minutes"] = (time.perf_counter() - start) / 60
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("runs/bench_taco"))
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--runs", nargs="+", help="pretrain only these runs (default: all)")
     p.add_argument("--pretrain-only", action="store_true")
+    p.add_argument("--transfer-only", action="store_true", help="compute the transfer matrix (no encoder needed) and stop")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.transfer_only:
+        transfer(args.work, args.seeds)
+        return
     recipes = run_recipes(args.work, args.steps)
     for name in args.runs or recipes:
         pretrained(name, recipes[name])

@@ -9,6 +9,8 @@ import argparse
 from medrep.cli import options
 
 EPILOG = """examples:
+  medrep evaluate taskmap --encoder runs/taco_medical --out maps/taco         # every slice set, held-out images
+  medrep evaluate taskmap --encoder runs/taco_loo --heldout-set head-ct --out maps/taco_loo
   medrep evaluate taskmap --encoder runs/taco --data pneumoniamnist.npz organamnist.npz --out maps/taco
   medrep evaluate taskmap --encoder runs/taco --data a.npz b.npz --heldout-set b --random-init --out maps/taco_random
   medrep evaluate taskmap --encoder runs/simclr --read diff --data a.npz --families generative transformation --method pca"""
@@ -16,10 +18,14 @@ EPILOG = """examples:
 
 def add_taskmap(tasks) -> argparse.ArgumentParser:
     own = options.parent()
-    own.add_argument("--data", nargs="+", required=True, metavar="PATH",
+    own.add_argument("--sets", nargs="+", metavar="NAME",
+                     help="registered slice sets (`medrep list`; `all`: every one available), split into train and held-out "
+                          "test images as TaCo's data does (data.holdout 0.2); the default when --data is not given")
+    own.add_argument("--data", nargs="+", metavar="PATH",
                      help="image sources, one data set each: MedMNIST .npz files or image folders (train/ and test/ subfolders, "
                           "else every 4th image is held out)")
-    own.add_argument("--max-images", type=int, default=64, help="images per split per data set, a seeded choice (default 64)")
+    own.add_argument("--max-images", type=int, default=64, help="images per split per data set (--data), or slices per set "
+                                                                "(--sets), a seeded choice (default 64)")
     own.add_argument("--size", type=int, default=64, help="images are resized to SIZE x SIZE (default 64)")
     own.add_argument("--read", choices=["pair", "concat", "diff"],
                      help="how the encoder reads a pair (x, y): pair e([x, y]) for a 6-channel (TaCo) encoder, else the baselines "
@@ -47,6 +53,17 @@ def add_taskmap(tasks) -> argparse.ArgumentParser:
                                                    options.device(), out])
 
 
+def set_slices(names: list[str], size: int, per_set: int) -> list:
+    """Registered slice sets with the train / held-out split of TaCo's own data (``data.holdout``)."""
+    from medrep.data.sources.task_pairs import OPTIONS, load_pool, split_pool
+    from medrep.evaluate.task_slices import TaskSlice
+
+    data = {"sets": None if names == ["all"] else names, "size": size, "slices_per_set": per_set}
+    pool = load_pool(data)
+    return [TaskSlice(s.image, s.mask, s.source, s.id, split) for split in ("train", "test")
+            for s in split_pool(pool, split, OPTIONS["holdout"])]
+
+
 def run_taskmap(args) -> int:
     from medrep.checkpoint import read_encoder_info
     from medrep.evaluate.task_features import check_read
@@ -60,7 +77,8 @@ def run_taskmap(args) -> int:
         get_task(name)
     info, _ = read_encoder_info(args.encoder)
     check_read(args.read, info["backbone"].get("in_channels", 1))
-    slices = load_task_slices(args.data, size=args.size, max_images=args.max_images, seed=args.seed)
+    slices = (load_task_slices(args.data, size=args.size, max_images=args.max_images, seed=args.seed) if args.data
+              else set_slices(args.sets or ["all"], args.size, args.max_images))
     result = taskmap(args.encoder, slices, tasks=args.tasks, families=args.families, read=args.read, random_init=args.random_init,
                      samples_per_task=args.samples_per_task, heldout_set=args.heldout_set, sweep=args.sweep,
                      sweep_images=args.sweep_images, method=args.method, seed=args.seed, batch_size=args.batch_size,
