@@ -146,6 +146,8 @@ def main() -> None:
     p.add_argument("--transfer-only", action="store_true", help="compute the transfer matrix (no encoder needed) and stop")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--samples", type=int, default=24, help="pairs per task and split in every map")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and figures go (default benchmarks/results)")
+    p.add_argument("--no-readme", action="store_true")
     p.add_argument("--threads", type=int)
     args = p.parse_args()
     if args.threads:
@@ -160,7 +162,7 @@ def main() -> None:
         return
     start = time.perf_counter()
     moved = transfer(args.work, args.seeds)
-    maps = task_maps(args.work, args.samples, RESULTS / "taco")
+    maps = task_maps(args.work, args.samples, args.results / "taco")
     gain = np.asarray(moved["mean_gain"], dtype=float)
     correlation = transfer_correlation(maps, gain, moved["tasks"])
     rows = {row: metrics(m) for row, m in maps.items()}
@@ -171,10 +173,12 @@ def main() -> None:
               "pretrain_minutes": {n: float((args.work / n / "minutes.txt").read_text()) for n in recipes
                                    if (args.work / n / "minutes.txt").is_file()},
               "minutes": (time.perf_counter() - start) / 60, "torch_threads": torch.get_num_threads()}
-    write_json(RESULTS / "taco_map.json", record)
-    plot_transfer(moved, maps["TaCo s0"], RESULTS / "taco" / "transfer.png")
+    write_json(args.results / "taco_map.json", record)
+    plot_transfer(moved, maps["TaCo s0"], args.results / "taco" / "transfer.png")
     print(table(record))
-    write_section("taco-map", readme(record))
+    print(correlation_table(record))
+    if not args.no_readme:
+        write_section("taco-map", readme(record))
 
 
 COLUMNS = ["kNN held-out images", f"kNN {HELDOUT}", "NMI family", "NMI task", "ARI task", "NMI data set", "silhouette task",
