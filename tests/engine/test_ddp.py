@@ -39,3 +39,29 @@ def test_two_process_ddp_pretrain_on_cpu(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
     assert (run / "encoder" / "encoder.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_taco_with_its_batch_sampler(tmp_path):
+    """TaCo's P x K batch sampler under Lightning's DDP: Lightning rebuilds it over a DistributedSampler."""
+    import numpy as np
+    from helpers import phantom
+
+    from medrep.data.synthetic import write_png
+
+    image, _ = phantom(40)
+    for k in range(4):
+        write_png(tmp_path / "pngs" / f"img{k}.png", (255 * np.rot90(image, k)).astype(np.uint8))
+    run = tmp_path / "run"
+    probe = tmp_path / "medrep_probe.py"
+    probe.write_text(PROBE)
+    cmd = [sys.executable, str(probe), "pretrain", "--recipe", "taco_medical", "--data", str(tmp_path / "pngs"),
+           f"trainer.output_dir={run}", "trainer.max_steps=2", "trainer.progress_bar=false", "data.sets=[]", "data.size=32",
+           "data.crop=null", "data.batch_size=4", "data.tasks_per_batch=2", "data.families=[generative]", "model.name=resnet10",
+           "model.widen_factor=0.25", "method.proj_hidden_dim=16", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.strategy=ddp", "trainer.checkpoint_every_n_steps=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

@@ -80,3 +80,14 @@ def test_under_a_distributed_sampler_ranks_draw_apart():
     ids = [{d for b in TaskBatchSampler(DistributedSampler(ds, num_replicas=2, rank=r, seed=0), 4, True) for _, d in b}
            for r in (0, 1)]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+def test_lightning_rebuilds_the_batch_sampler_over_its_distributed_sampler():
+    """What Lightning does to a loader under DDP (``_update_dataloader``): our class survives, over a DistributedSampler."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+
+    ds = TaskPairs(slices(), [get_task(n) for n in task_names()], draws=16, tasks_per_batch=2)
+    loader = DataLoader(ds, batch_sampler=TaskBatchSampler(RandomSampler(ds), 4, True), collate_fn=collate)
+    moved = _update_dataloader(loader, DistributedSampler(ds, num_replicas=2, rank=1, seed=0))
+    assert type(moved.batch_sampler) is TaskBatchSampler and isinstance(moved.batch_sampler.sampler, DistributedSampler)
+    assert moved.batch_sampler.k == 2 and len(list(moved.batch_sampler)) == 2
