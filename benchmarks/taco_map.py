@@ -192,10 +192,13 @@ def table(record: dict, markdown: bool = False) -> str:
 
 
 def correlation_table(record: dict, markdown: bool = False) -> str:
-    rows = [{"similarity from": row, "Spearman vs transfer gain": round(c["spearman"], 3),
-             "95 % CI (tasks resampled)": f"{c['ci95'][0]:.2f} to {c['ci95'][1]:.2f}", "pairs": c["pairs"]}
-            for row, c in record["correlation"].items()]
-    return format_table(rows, ["similarity from", "Spearman vs transfer gain", "95 % CI (tasks resampled)", "pairs"], markdown=markdown)
+    def ci(c: dict) -> str:
+        return f"{c['ci95'][0]:.2f} to {c['ci95'][1]:.2f}"
+
+    cols = ["similarity from", "Spearman, all pairs", "95 % CI", "Spearman within target", "95 % CI (within)", "pairs"]
+    rows = [{cols[0]: row, cols[1]: round(c["spearman"], 3), cols[2]: ci(c), cols[3]: round(c["within_target"]["spearman"], 3),
+             cols[4]: ci(c["within_target"]), cols[5]: c["pairs"]} for row, c in record["correlation"].items()]
+    return format_table(rows, cols, markdown=markdown)
 
 
 def readme(record: dict) -> str:
@@ -209,7 +212,9 @@ def readme(record: dict) -> str:
             + "![TaCo strength sweeps](benchmarks/results/taco/taco_s0/trajectories.png)\n\n"
             + f"Transfer ({len(t['tasks'])} tasks, {len(t['tasks']) * (len(t['tasks']) - 1)} ordered pairs, seeds "
             + f"{t['options']['seeds']}; gain = relative drop of task B's test error after training on A, fine-tuned on "
-            + f"{t['options']['few_samples']} samples of B for {t['options']['few_steps']} steps, vs the same from scratch):\n\n"
+            + f"{t['options']['few_samples']} samples of B for {t['options']['few_steps']} steps, vs the same from scratch; "
+            + "*within target*: each target's gains centred first, so only which source helps a given target more counts; "
+            + "intervals: 2000 resamples of the tasks):\n\n"
             + correlation_table(record, markdown=True) + "\n\n![transfer gain and similarity](benchmarks/results/taco/transfer.png)")
 
 

@@ -25,6 +25,22 @@ def test_unrelated_gains_give_an_interval_around_zero():
     assert out["ci95"][0] < 0 < out["ci95"][1]
 
 
+def test_within_target_removes_how_easy_each_target_is():
+    """Gains = a large per-target offset + similarity: over all pairs the offset drowns the similarity,
+    within each target the more similar source gains more, always."""
+    rng = np.random.default_rng(2)
+    n = 8
+    sim = rng.random((n, n))
+    np.fill_diagonal(sim, np.nan)
+    sim -= np.nanmean(sim, axis=0)  # every target's sources average to 0
+    np.fill_diagonal(sim, 0.0)
+    offset = 100 * rng.permutation(n)
+    gain = sim + offset[None, :]
+    out = similarity_vs_transfer(sim, gain, resamples=200)
+    assert out["ci95"][0] < 0 < out["ci95"][1]
+    assert out["within_target"]["spearman"] == pytest.approx(1.0) and out["within_target"]["ci95"][0] > 0.5
+
+
 def test_off_diagonal_order():
     m = np.arange(9).reshape(3, 3)
     assert off_diagonal(m).tolist() == [1, 2, 3, 5, 6, 7]

@@ -100,7 +100,10 @@ def transfer_matrix(train_slices, test_slices, tasks: list[Task], opts: Transfer
                 progress(seed, a)
         runs.append({"seed": seed, "scratch_error": [scratch[b] for b in range(n)], "finetuned_error": finetuned.tolist(),
                      "gain": gain.tolist()})
-    mean_gain = np.nanmean([r["gain"] for r in runs], axis=0)
+    gains = np.array([r["gain"] for r in runs])
+    mean_gain = np.full((n, n), np.nan)
+    off = ~np.eye(n, dtype=bool)  # the diagonal (A -> A) is never run
+    mean_gain[off] = gains[:, off].mean(0)
     return {"tasks": [t.name for t in tasks], "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
             "runs": runs, "mean_gain": mean_gain.tolist()}
 
@@ -110,22 +113,41 @@ def off_diagonal(m: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     return np.array([m[a, b] for a, b in itertools.product(idx, idx) if a != b])
 
 
+def _pairs_stat(similarity: np.ndarray, gain: np.ndarray, pick: np.ndarray, within_target: bool) -> float | None:
+    """Spearman over the ordered pairs of the drawn tasks ``pick`` (pairs of a task with its own copy
+    left out); ``within_target`` first subtracts from each gain the mean gain of its target task over
+    the drawn sources, so that only *which source* helps a target more is compared, not which targets
+    are easier to help."""
+    pairs = [(a, b) for i, a in enumerate(pick) for j, b in enumerate(pick) if i != j and a != b]
+    if len(pairs) < 3:
+        return None
+    g = np.array([gain[a, b] for a, b in pairs])
+    if within_target:
+        targets = np.array([b for _, b in pairs])
+        for b in np.unique(targets):
+            g[targets == b] -= g[targets == b].mean()
+    s = np.array([similarity[a, b] for a, b in pairs])
+    if np.ptp(s) == 0 or np.ptp(g) == 0:
+        return None
+    return float(spearmanr(s, g).statistic)
+
+
 def similarity_vs_transfer(similarity: np.ndarray, gain: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
     """Spearman of similarity(A, B) against gain(A -> B) over ordered pairs, with a 95 % interval from
     resampling tasks with replacement (a task drawn twice contributes its pairs with the others once
-    per draw; pairs of a task with its own copy are left out)."""
+    per draw; pairs of a task with its own copy are left out). ``within_target``: the same after
+    centring each target task's gains (does the more similar *source* help a given target more?)."""
     similarity, gain = np.asarray(similarity, float), np.asarray(gain, float)
-    rho = float(spearmanr(off_diagonal(similarity), off_diagonal(gain)).statistic)
+    n = similarity.shape[0]
     rng = np.random.default_rng(seed)
-    n, boot = similarity.shape[0], []
-    for _ in range(resamples):
-        pick = rng.integers(0, n, n)
-        pairs = [(a, b) for i, a in enumerate(pick) for j, b in enumerate(pick) if i != j and a != b]
-        if len(pairs) < 3:
-            continue
-        s = [similarity[a, b] for a, b in pairs]
-        g = [gain[a, b] for a, b in pairs]
-        if np.ptp(s) > 0 and np.ptp(g) > 0:
-            boot.append(spearmanr(s, g).statistic)
-    lo, hi = (np.percentile(boot, [2.5, 97.5]).tolist() if boot else [float("nan")] * 2)
-    return {"spearman": rho, "ci95": [lo, hi], "pairs": int(n * (n - 1)), "resamples": len(boot)}
+    picks = [rng.integers(0, n, n) for _ in range(resamples)]
+    out: dict = {"pairs": int(n * (n - 1))}
+    for key, within in (("all", False), ("within_target", True)):
+        boot = [r for r in (_pairs_stat(similarity, gain, pick, within) for pick in picks) if r is not None]
+        lo, hi = (np.percentile(boot, [2.5, 97.5]).tolist() if boot else [float("nan")] * 2)
+        stat = {"spearman": _pairs_stat(similarity, gain, np.arange(n), within), "ci95": [lo, hi], "resamples": len(boot)}
+        if key == "all":
+            out.update(stat)
+        else:
+            out[key] = stat
+    return out
