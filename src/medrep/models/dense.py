@@ -119,7 +119,7 @@ class DenseSpec:
             return "the U-Net's own decoder"
         if self.kind == "cnn":
             levels = ", ".join(f"1/{r}" for r in self.reductions)
-            return f"UNet decoder (MONAI UpCat) over {self.name} stages at {levels}, up to 1/1"
+            return f"UNet decoder (MONAI UpCat) over {self.name} stages at {levels}" + (", up to 1/1" if self.reductions[0] > 1 else "")
         return f"UNETR decoder (MONAI UnetrPrUpBlock/UnetrUpBlock) over {self.name} hidden states {list(self.stages)}"
 
 
