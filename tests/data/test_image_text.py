@@ -14,7 +14,7 @@ from medrep.data.datasets.image_text_dataset import ImageTextDataset, collate_im
 from medrep.data.datasets.preprocess import Preprocess
 from medrep.data.io.reports import PLACEHOLDER, clean_text, read_text_file, report_text, split_sections, split_sentences
 from medrep.data.sources.iu_xray import iu_xray_pairs
-from medrep.data.sources.medpix2 import medpix2_pairs
+from medrep.data.sources.medpix2 import medpix2_pairs, write_example_tree
 from medrep.data.sources.mimic_cxr import mimic_cxr_pairs
 from medrep.errors import DataError
 
@@ -233,6 +233,29 @@ def test_medpix2_pairs_real(real_data):
     rows, report = medpix2_pairs(real_data / "medpix2", field="findings", skip_bad=True)
     assert report["skipped"]["no findings text"] > 0 and len(rows) + report["skipped"]["no findings text"] == 1850
 
+
+
+def test_medpix2_joined_fields(tmp_path):
+    """caption+findings: one text of both paragraphs, caption first; sentences of both."""
+    root = write_example_tree(tmp_path / "mp", (2, 1), 2)
+    rows, report = medpix2_pairs(root, field="caption+findings")
+    captions = {r.study: r.report for r in medpix2_pairs(root, field="caption")[0]}
+    findings = {r.study: r.report for r in medpix2_pairs(root, field="findings")[0]}
+    assert len(rows) == len(captions) and report["skipped"] == {}
+    for r in rows:
+        assert r.report == captions[r.study] + "\n\n" + findings[r.study]
+        assert split_sentences(r.report) == split_sentences(captions[r.study]) + split_sentences(findings[r.study])
+    with pytest.raises(DataError, match="abstract"):
+        medpix2_pairs(root, field="caption+abstract")
+
+
+def test_medpix2_joined_fields_real(real_data):
+    """A row needs every field: images of cases without findings are bad rows, counted under skip_bad."""
+    with pytest.raises(DataError, match="no findings text"):
+        medpix2_pairs(real_data / "medpix2", field="caption+findings")
+    rows, report = medpix2_pairs(real_data / "medpix2", field="caption+findings", skip_bad=True)
+    assert report["skipped"] == {"no findings text": 1850 - len(rows)}
+    assert sum(len(split_sentences(r.report)) for r in rows) > 2 * len(rows)
 
 def _study_rows(tmp_path: Path) -> list[ImageTextRow]:
     paths = tuple(str(_png(tmp_path / f"v{v}.png", v)) for v in (10, 20, 30))

@@ -298,10 +298,18 @@ def test_frozen_encoder_trains_decoder_only():
     assert any(not torch.equal(v, model.backbone.decoder.state_dict()[k]) for k, v in dec0.items())
 
 
-def test_non_dense_encoder_is_refused():
-    enc = build_backbone({"name": "resnet10", "spatial_dims": 2})
-    with pytest.raises(MedrepError, match="not a dense backbone") as exc:
-        segment_eval(enc, square_items(2, 0), square_items(1, 1), 2, steps=1, progress=False)
+def test_encoder_without_multi_scale_features_is_refused(monkeypatch):
+    """ResNets, DenseNet-121 and ViTs get a decoder (tests/evaluate/test_segment_any_encoder.py); a
+    registered backbone that declares no stage features is refused, naming it and --encoder."""
+    from medrep.models import BACKBONES, Backbone
+
+    def toy(*, spatial_dims: int = 2) -> Backbone:
+        return Backbone(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), 4,
+                        {"name": "toy", "spatial_dims": spatial_dims})
+
+    monkeypatch.setitem(BACKBONES, "toy", toy)
+    with pytest.raises(MedrepError, match="toy encoder has no multi-scale features") as exc:
+        segment_eval(toy(), square_items(2, 0), square_items(1, 1), 2, steps=1, progress=False)
     assert exc.value.where == "--encoder"
 
 
@@ -362,8 +370,11 @@ def cli_setup(tmp_path_factory):
     png_folder(root / "data", [f"img{i}" for i in range(5)])
     torch.manual_seed(0)
     export_encoder(build_backbone(TINY_UNET), root / "enc", {"method": {"name": "none"}, "data": {"spatial_dims": 2}})
-    export_encoder(build_backbone({"name": "resnet10", "spatial_dims": 2}), root / "resnet", {"method": {"name": "none"},
-                                                                                               "data": {"spatial_dims": 2}})
+    export_encoder(build_backbone({"name": "resnet10", "spatial_dims": 2}), root / "unknown", {"method": {"name": "none"},
+                                                                                                "data": {"spatial_dims": 2}})
+    info = json.loads((root / "unknown" / "encoder.json").read_text())
+    info["backbone"]["name"] = "resnet9000"  # an encoder of a backbone this medrep does not know
+    (root / "unknown" / "encoder.json").write_text(json.dumps(info))
     return root
 
 
@@ -381,7 +392,7 @@ def test_cli_segment_folder(cli_setup, capsys):
 
 
 @pytest.mark.parametrize("extra, needle", [
-    (["--encoder", "{root}/resnet", "--num-classes", "2"], "--encoder"),
+    (["--encoder", "{root}/unknown", "--num-classes", "2"], "--encoder: {root}/unknown is an encoder of backbone 'resnet9000'"),
     (["--encoder", "{root}/enc"], "--num-classes"),
     (["--encoder", "{root}/enc", "--num-classes", "2", "--spatial-dims", "3"], "--spatial-dims"),
     (["--encoder", "{root}/enc", "--num-classes", "2", "--patch", "64"], "larger than every training item"),
@@ -390,7 +401,7 @@ def test_cli_segment_errors_exit_2(cli_setup, capsys, extra, needle):
     argv = ["evaluate", "segment", "--data", str(cli_setup / "data"), "--steps", "1", "--device", "cpu"]
     assert main(argv + [e.format(root=cli_setup) for e in extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("medrep: error:") and needle in err
+    assert err.startswith("medrep: error:") and needle.format(root=cli_setup) in err
 
 
 def test_cli_segment_help(capsys):

@@ -1,11 +1,14 @@
 """Training patches for dense fine-tuning: the patch size rule, the label fraction, seeded draws.
 
 **Patch size.** Square (2D) or cubic (3D) patches of ``patch`` voxels, a multiple of 16 (four
-poolings of the U-Net). Default (``patch=None``): 256 in 2D and 64 in 3D, each axis capped at the
-largest training extent rounded up to 16, so 2D slices smaller than 256 are taken whole. An item
-smaller than the patch along an axis is padded (centred; image with its minimum, mask with
-background). An explicit ``patch`` larger than *every* training item along some axis (beyond that
-rounding) would train on padding only, so it is refused with an error naming the largest item.
+poolings of the U-Net; for another encoder, of its coarsest reduction, e.g. 32 for a ResNet with the
+ImageNet stem). Default (``patch=None``): 256 in 2D and 64 in 3D, each axis capped at the largest
+training extent rounded up to that multiple, so 2D slices smaller than 256 are taken whole. An
+encoder that takes one input size only (a ViT: its ``img_size``) sets the patch; another ``patch``
+is an error. An item smaller than the patch along an axis is padded (centred; image with its
+minimum, mask with background). An explicit ``patch`` larger than *every* training item along some
+axis (beyond that rounding) would train on padding only, so it is refused with an error naming the
+largest item.
 
 **Label fraction.** ``unit="items"`` (2D always; 3D with 10 or more training volumes): a
 fraction f keeps ``max(1, round(f * n))`` items (slices, images or volumes), the first of one
@@ -30,18 +33,28 @@ DEFAULT_PATCH = {2: 256, 3: 64}
 MIN_VOLUMES_FOR_ITEMS = 10
 
 
-def _up16(n: int) -> int:
-    return -(-int(n) // 16) * 16
+def _up(n: int, multiple: int = 16) -> int:
+    return -(-int(n) // multiple) * multiple
 
 
-def resolve_patch(patch: int | None, items: Sequence[SegItem], dims: int) -> tuple[int, ...]:
-    """Patch shape per axis under the rule above."""
+def resolve_patch(patch: int | None, items: Sequence[SegItem], dims: int, multiple: int = 16,
+                  why: str = "the U-Net pools 4 times", size: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Patch shape per axis under the rule above. ``multiple`` and ``why``: what the model's input
+    sizes must divide by, and why (a ResNet decoder: its coarsest reduction); ``size``: the one
+    input size the model takes (a ViT's ``img_size``), which is then the patch."""
+    if size is not None:
+        size = tuple(int(s) for s in size)
+        if patch is not None and (patch,) * dims != size:
+            raise MedrepError(f"{why}, so the training patch and sliding window are {'x'.join(map(str, size))}; got --patch "
+                              f"{patch}: leave --patch out (it is then taken from the encoder)"
+                              + (f" or use --patch {size[0]}" if len(set(size)) == 1 else ""), "--patch")
+        return size
     extents = np.array([it.image.shape for it in items])
-    fit = [_up16(n) for n in extents.max(axis=0)]
+    fit = [_up(n, multiple) for n in extents.max(axis=0)]
     if patch is None:
-        return tuple(min(DEFAULT_PATCH[dims], f) for f in fit)
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 16 or patch % 16:
-        raise MedrepError(f"must be a positive multiple of 16 (the U-Net pools 4 times), got {patch!r}", "--patch")
+        return tuple(min(_up(DEFAULT_PATCH[dims], multiple), f) for f in fit)
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < multiple or patch % multiple:
+        raise MedrepError(f"must be a positive multiple of {multiple} ({why}), got {patch!r}", "--patch")
     for axis, f in enumerate(fit):
         if patch > f:
             largest = items[int(extents[:, axis].argmax())]

@@ -1,16 +1,20 @@
-"""Dense evaluation: fine-tune a U-Net encoder with a segmentation head on few labels, score Dice.
+"""Dense evaluation: fine-tune an exported encoder with a decoder and segmentation head on few labels, score Dice.
 
-The model is the exported U-Net (pretrained weights, or the same architecture freshly initialised
-for a scratch row) plus a 1x1(x1) convolution from its full-resolution decoder features
-(``dense(x)[-1]``) to the classes. Everything is fine-tuned, or with ``frozen_encoder`` only the
-decoder and head (the encoder is also kept in eval mode, so no statistic of it moves).
+The model is the exported encoder (pretrained weights, or the same architecture freshly initialised
+for a scratch row) with a decoder to full resolution, plus a 1x1(x1) convolution from the
+full-resolution decoder features (``dense(x)[-1]``) to the classes. A U-Net brings its own decoder;
+any other registered backbone (ResNets, DenseNet-121: a U-Net decoder on its stage outputs; ViT: a
+UNETR decoder on its hidden states) gets a fresh one, see :mod:`medrep.models.dense`. Everything is
+fine-tuned, or with ``frozen_encoder`` only the decoder and head (the encoder is also kept in eval
+mode, so no statistic of it moves). The encoder's input rule sets the patch (see :mod:`.patches`):
+a multiple of its coarsest reduction, or a ViT's ``img_size`` exactly.
 
 Recipe, fixed so that rows compare: ``steps`` AdamW steps (weight decay 1e-4) on Dice + CE
 (:class:`monai.losses.DiceCELoss`: softmax, one-hot targets, Dice over the whole batch so that
 a class missing from one patch does not dominate), random patches (see :mod:`.patches` for the
 patch size rule and what a label fraction means), no augmentation. Each (fraction, seed) run
-starts from the same weights; ``torch.manual_seed(seed)`` fixes the head (and the scratch
-backbone) and numpy generators seeded from ``seed`` fix the labelled subset and the patches.
+starts from the same weights; ``torch.manual_seed(seed)`` fixes the decoder and head (and the
+scratch backbone) and numpy generators seeded from ``seed`` fix the labelled subset and the patches.
 
 Test: each test item is predicted whole by sliding-window inference (window = the training patch,
 overlap 0.25, Gaussian blending; a 2D slice that fits the patch is one window), argmax, and Dice
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..data.datasets.segmentation import SegItem
 from ..errors import MedrepError
+from ..models.dense import DenseSpec, dense_model, dense_spec
 from .dice import dice_counts, dice_from_counts, summarise_cases
 from .patches import PatchSampler, label_unit, resolve_patch
 from .report import format_table, summarise
@@ -53,24 +58,22 @@ class SegNet(nn.Module):
         return self.head(self.backbone.dense(x)[-1])
 
 
-def check_dense(encoder: nn.Module) -> None:
-    """Segmentation needs full-resolution features: a U-Net backbone with ``dense``, ``encoder`` and ``decoder``."""
-    missing = [a for a in ("dense", "dense_channels", "encoder", "decoder") if not hasattr(encoder, a)]
-    if missing:
-        name = (getattr(encoder, "config", None) or {}).get("name", type(encoder).__name__)
-        raise MedrepError(f"a {name} encoder is not a dense backbone (it has no {', '.join(missing)}): segmentation needs "
-                          "an encoder pretrained with model.name: unet", "--encoder")
+def check_dense(encoder: nn.Module) -> DenseSpec:
+    """Segmentation needs full-resolution features: a U-Net, or a registered backbone that a decoder
+    can read (:func:`medrep.models.dense.dense_spec`); single-channel. Errors name ``--encoder``."""
     if int((getattr(encoder, "config", None) or {}).get("in_channels", 1)) != 1:
         raise MedrepError("segmentation reads single-channel images; the encoder takes several channels", "--encoder")
+    return dense_spec(encoder, "--encoder")
 
 
-def fresh_backbone(base: nn.Module, random_init: bool, seed: int) -> nn.Module:
-    """A copy of ``base`` (its weights), or for ``random_init`` the same architecture built anew under ``seed``."""
+def fresh_backbone(base: nn.Module, random_init: bool, seed: int, spec: DenseSpec | None = None) -> nn.Module:
+    """A copy of ``base`` (its weights), or for ``random_init`` the same architecture built anew under
+    ``seed``, with a decoder (also drawn under ``seed``) unless it is a U-Net."""
     from ..models import build_backbone
 
     torch.manual_seed(seed)
     model = build_backbone(base.config) if random_init else copy.deepcopy(base)
-    return model.float()
+    return dense_model(model.float(), spec).float()
 
 
 def fine_tune(model: SegNet, sampler: PatchSampler, steps: int, batch_size: int, lr: float, frozen_encoder: bool,
@@ -163,17 +166,17 @@ def segment_eval(
     progress: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune and score ``encoder`` (a U-Net module, or an exported encoder path loaded with
+    """Fine-tune and score ``encoder`` (a backbone module, or an exported encoder path loaded with
     ``random_init`` choosing fresh weights) at each label fraction and seed; see the module docs."""
     from .encoder import resolve_device, resolve_encoder
 
     _check_options(fractions, seeds, steps, batch_size, lr, num_classes)
     base, enc_name = resolve_encoder(encoder, random_init)
-    check_dense(base)
+    spec = check_dense(base)
     dims = int(base.spatial_dims)
     _check_items(train, test, num_classes, dims)
     names = list(class_names) if class_names else ["background"] + [f"class_{c}" for c in range(1, num_classes)]
-    patch_shape = resolve_patch(patch, train, dims)
+    patch_shape = resolve_patch(patch, train, dims, spec.multiple, spec.why, spec.size)
     unit = label_unit(unit, train, dims)
     dev = resolve_device(device)
     results: dict[str, Any] = {}
@@ -182,7 +185,7 @@ def segment_eval(
         for seed in seeds:
             t0 = time.perf_counter()
             sampler = PatchSampler(train, patch_shape, float(fraction), int(seed), unit, pool)
-            model = SegNet(fresh_backbone(base, random_init, int(seed)), num_classes).to(dev)
+            model = SegNet(fresh_backbone(base, random_init, int(seed), spec), num_classes).to(dev)
             losses = fine_tune(model, sampler, steps, batch_size, lr, frozen_encoder, dev, progress, f"f={fraction} seed={seed}")
             t1 = time.perf_counter()
             scored = score(model, test, num_classes, names, patch_shape, batch_size, dev, progress)
@@ -191,7 +194,8 @@ def segment_eval(
         results[f"{float(fraction):g}"] = _summarise_fraction(float(fraction), runs, names, steps, unit)
     label = "random-init" if random_init else "pretrained"
     options = {"steps": steps, "patch": list(patch_shape), "batch_size": batch_size, "lr": lr, "weight_decay": WEIGHT_DECAY,
-               "frozen_encoder": frozen_encoder, "label_unit": unit, "patch_pool": pool if unit == "patches" else None,
+               "frozen_encoder": frozen_encoder, "decoder": spec.describe(), "label_unit": unit,
+               "patch_pool": pool if unit == "patches" else None,
                "fractions": [float(f) for f in fractions], "seeds": [int(s) for s in seeds], "device": str(dev),
                "loss": "DiceCELoss(softmax, one-hot, batch Dice)", "optimizer": "AdamW",
                "inference": f"sliding window, roi = patch, overlap {OVERLAP}, gaussian"}

@@ -7,6 +7,7 @@ from medrep.losses.cover import consistency_loss, cover_loss, vector_loss
 from medrep.losses.distributed import gather, is_distributed, rank, rank_offset, world_size
 from medrep.losses.isimed import isimed_loss
 from medrep.losses.ntxent import info_nce, nt_xent
+from medrep.losses.place import cce_loss, match_observations, patch_correlation, pcma_loss
 from medrep.losses.supcon import supcon
 from medrep.losses.vicreg import vicreg_loss
 from medrep.losses.vlp_global import clip_loss, mgca_prototype_loss, sinkhorn_knopp
@@ -14,7 +15,8 @@ from medrep.losses.vlp_local import gloria_local_loss, mgca_token_loss, mgca_tok
 
 __all__ = [
     "supcon",
-    "barlow_twins_loss", "byol_loss", "clip_loss", "consistency_loss", "cover_loss", "gather", "gloria_local_loss", "info_nce",
-    "is_distributed", "isimed_loss", "mgca_prototype_loss", "mgca_token_loss", "mgca_token_weights", "nt_xent", "rank",
-    "rank_offset", "sinkhorn_knopp", "vector_loss", "vicreg_loss", "world_size",
+    "barlow_twins_loss", "byol_loss", "cce_loss", "clip_loss", "consistency_loss", "cover_loss", "gather", "gloria_local_loss",
+    "info_nce", "is_distributed", "isimed_loss", "match_observations", "mgca_prototype_loss", "mgca_token_loss",
+    "mgca_token_weights", "nt_xent", "patch_correlation", "pcma_loss", "rank", "rank_offset", "sinkhorn_knopp", "vector_loss",
+    "vicreg_loss", "world_size",
 ]

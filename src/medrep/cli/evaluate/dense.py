@@ -1,4 +1,4 @@
-"""``medrep evaluate segment`` and ``medrep evaluate registration``: the dense evaluations (U-Net encoders, COVER)."""
+"""``medrep evaluate segment`` and ``medrep evaluate registration``: the dense evaluations (any exported encoder, COVER)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ EPILOG_SEGMENT = """examples:
   medrep evaluate segment --encoder runs/unet --data colin27-lobes --random-init --steps 100 --out seg/scratch.json
   medrep evaluate segment --encoder runs/unet --data Task04_Hippocampus --num-classes 3 --fractions 0.1 0.5 1.0
   medrep evaluate segment --encoder runs/unet --data my_2d_set --num-classes 2 --frozen-encoder --patch 128
+  medrep evaluate segment --encoder runs/convirt_medpix --data colin27-lobes --fractions 0.1 1.0   # ResNet-18 image tower
+--encoder is any exported encoder: a U-Net keeps its own decoder; a ResNet or DenseNet-121 gets a U-Net
+decoder (MONAI UpCat blocks) on its stage outputs, a ViT a UNETR decoder on its hidden states; both are
+new and trained with the head. A ResNet's patch is a multiple of its coarsest reduction (32 with the
+ImageNet stem); a ViT's patch is its img_size (the default; another --patch is an error).
 --data is colin27-lobes (Colin27 T1, AAL grouped into 7 lobe regions + background; trains on the left
 hemisphere, tests on the right; 2D sagittal slices or 3D halves, following the encoder) or a folder:
 imagesTr/ + labelsTr/ (MSD, NIfTI), images/ + masks/ (2D, PNG or NIfTI), or train/ and test/ holding one
@@ -40,17 +45,19 @@ def add_segment(tasks) -> argparse.ArgumentParser:
     t.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0], help="label fractions (default 0.1 1.0)")
     t.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean and std over them are reported)")
     t.add_argument("--steps", type=int, default=200, help="optimiser steps per run (default 200)")
-    t.add_argument("--patch", type=int, help="patch size, a multiple of 16 (default: 256 in 2D, 64 in 3D, capped at the "
-                                             "largest image so small slices are taken whole)")
+    t.add_argument("--patch", type=int, help="patch size, a multiple of 16 for a U-Net, of the coarsest reduction for a "
+                                             "ResNet/DenseNet (default: 256 in 2D, 64 in 3D, capped at the largest image so "
+                                             "small slices are taken whole); a ViT's is its img_size")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     t.add_argument("--frozen-encoder", action="store_true", help="freeze the encoder; train decoder and head only")
-    encoder = options.encoder("exported U-Net encoder: a run folder, its encoder/ folder, or encoder.json "
-                              "(with --random-init: only its architecture)",
+    encoder = options.encoder("exported encoder (unet, resnet*, densenet121, vit): a run folder, its encoder/ folder, or "
+                              "encoder.json (with --random-init: only its architecture)",
                               random_init="the encoder's architecture with fresh weights (scratch baseline)")
-    return options.command(tasks, "segment", "fine-tune a U-Net encoder + segmentation head on few labels, score Dice",
+    return options.command(tasks, "segment", "fine-tune an encoder + decoder + segmentation head on few labels, score Dice",
                            epilog=EPILOG_SEGMENT,
-                           description="Dense evaluation: the exported U-Net plus a 1x1 convolution on its full-resolution "
-                                       "decoder features, fine-tuned (Dice + CE, AdamW, random patches) at each label fraction "
+                           description="Dense evaluation: the exported encoder, a decoder to full resolution (the U-Net's "
+                                       "own, else a new one) and a 1x1 convolution on its full-resolution features, "
+                                       "fine-tuned (Dice + CE, AdamW, random patches) at each label fraction "
                                        "and seed, then scored by sliding-window inference on the test items (Dice per class).",
                            parents=[encoder, t, options.batch_size(4, "patches per step (default 4)"), options.device(),
                                     options.output()])
@@ -59,9 +66,15 @@ def add_segment(tasks) -> argparse.ArgumentParser:
 def run_segment(args) -> int:
     from medrep.checkpoint import read_encoder_info
     from medrep.evaluate.segment import segment_eval
+    from medrep.models import BACKBONES
     from medrep.results import write_json
 
-    dims = int(read_encoder_info(args.encoder)[0]["backbone"].get("spatial_dims", 2))
+    info, _ = read_encoder_info(args.encoder)
+    name = info["backbone"].get("name")
+    if name not in BACKBONES:  # before loading: the error names the option and the encoder, not a recipe key
+        raise MedrepError(f"{args.encoder} is an encoder of backbone {name!r}, which is not registered; segmentation takes "
+                          f"an exported encoder of one of: {', '.join(sorted(BACKBONES))}", "--encoder")
+    dims = int(info["backbone"].get("spatial_dims", 2))
     if args.spatial_dims is not None and args.spatial_dims != dims:
         raise MedrepError(f"the encoder is {dims}D, --spatial-dims asks for {args.spatial_dims}D", "--spatial-dims")
     from medrep.data.sources import get_source, source_names

@@ -137,26 +137,38 @@ def _text(record: Any, keys: tuple[str, ...]) -> str | None:
     return record.strip()
 
 
+def text_fields(field: str) -> list[str]:
+    """``"caption"`` -> ``["caption"]``; ``"caption+findings"`` -> both, in that order (:data:`MEDPIX_FIELDS`)."""
+    names = [name.strip() for name in str(field).split("+")]
+    unknown = [name for name in names if name not in MEDPIX_FIELDS]
+    if unknown or not names:
+        raise DataError(f"must be one of {', '.join(MEDPIX_FIELDS)} or several joined by '+', got {field!r}", "field")
+    return names
+
+
 def medpix2_pairs(root: str | Path, field: str = "caption", skip_bad: bool = False) -> tuple[list[ImageTextRow], dict[str, Any]]:
     """MedPix 2.0: one row per image (``study`` = image stem, ``patient`` = case ``U_id``).
 
     ``field`` picks the text (:data:`MEDPIX_FIELDS`): ``caption`` describes the image itself; the
-    case fields (``findings``, ``history``...) are shared by the case's images. Splits come from
+    case fields (``findings``, ``history``...) are shared by the case's images. Several fields
+    joined by ``+`` (``caption+findings``) give one text of those paragraphs in that order, so that
+    sentence-level methods (PLACE) see the image's own caption and its case's findings; a row needs
+    every field (a missing one is a bad row, counted under ``skip_bad``). Splits come from
     ``splits/data_<split>.jsonl`` (:func:`read_splits`, which refuses leaks).
     """
-    if field not in MEDPIX_FIELDS:
-        raise DataError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {field!r}", "field")
+    names = text_fields(field)
     root = Path(root).expanduser().resolve()
     records = read_descriptions(root)
     case_split, image_split = read_splits(root)
-    file, keys = MEDPIX_FIELDS[field]
-    case_text: dict[str, str | None] = {}
-    if file == "Case_topic.json":
+    case_text: dict[str, dict[str, str | None]] = {}
+    if any(MEDPIX_FIELDS[name][0] == "Case_topic.json" for name in names):
+        file = root / "Case_topic.json"
         try:
-            cases = json.loads((root / file).read_text(encoding="utf-8"))
+            cases = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read case records ({exc})", root / file) from exc
-        case_text = {c.get("U_id"): _text(c, keys) for c in cases if isinstance(c, dict)}
+            raise DataError(f"cannot read case records ({exc})", file) from exc
+        case_text = {c.get("U_id"): {name: _text(c, MEDPIX_FIELDS[name][1]) for name in names}
+                     for c in cases if isinstance(c, dict)}
     tally, rows, unsplit = Tally(skip_bad), [], 0
     for rec in records:
         image, case = rec["image"], rec["U_id"]
@@ -164,13 +176,16 @@ def medpix2_pairs(root: str | Path, field: str = "caption", skip_bad: bool = Fal
         if split is None:
             unsplit += 1
             continue
-        text = _text(rec, keys) if file == "Descriptions.json" else case_text.get(case)
+        parts = {name: _text(rec, MEDPIX_FIELDS[name][1]) if MEDPIX_FIELDS[name][0] == "Descriptions.json"
+                 else case_text.get(case, {}).get(name) for name in names}
+        missing = [name for name, text in parts.items() if text is None]
         path = root / "images" / f"{image}.png"
-        if text is None:
-            tally.bad(f"no {field} text", image, root / file)
+        if missing:
+            tally.bad(f"no {missing[0]} text", image, root / MEDPIX_FIELDS[missing[0]][0])
         elif not path.is_file():
             tally.bad("image file is missing", image, path)
         else:
+            text = "\n\n".join(parts[name] for name in names)
             rows.append(ImageTextRow((str(path),), text, image, split, case, source=f"image {image}"))
     return check_pairs(rows, root), pairs_report("medpix2", root, rows, tally, unsplit)
 
@@ -323,14 +338,18 @@ def medpix2_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
 
 def _check(data: dict[str, Any]) -> None:
     field = data.get("text_field", "caption")
-    if not isinstance(field, str) or field not in MEDPIX_FIELDS:
-        raise RecipeError(f"must be one of {', '.join(MEDPIX_FIELDS)}, got {field!r}", "data.text_field")
+    try:
+        if not isinstance(field, str):
+            raise DataError(f"must be a string, got {field!r}", "field")
+        text_fields(field)
+    except DataError as exc:
+        raise RecipeError(str(exc).removeprefix("field: "), "data.text_field") from exc
 
 
 register_source(Source(
     name="medpix2", kind="image_text", summary="MedPix 2.0 CT/MR images with their captions or case texts",
     pairs=lambda path, data: medpix2_pairs(path, field=data.get("text_field") or "caption", skip_bad=bool(data.get("skip_bad"))),
-    # caption (per image) | findings | history | exam | diagnosis | discussion | title (per case)
+    # caption (per image) | findings | history | exam | diagnosis | discussion | title (per case); join with '+'
     options={"text_field": "caption"}, check=_check, default_path="medpix2", case_by="patient", eval_split="dev",
     example=medpix2_example, supported_dims=(2,),
 ))
