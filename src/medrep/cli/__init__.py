@@ -10,9 +10,10 @@ import argparse
 import logging
 import sys
 
-from medrep.cli import demo, embed, evaluate, listing, options, prepare, pretrain
+from medrep.cli import demo, embed, evaluate, explain, listing, options, prepare, pretrain
 
-COMMANDS = {"pretrain": pretrain, "evaluate": evaluate, "embed": embed, "demo": demo, "list": listing, "prepare": prepare}
+COMMANDS = {"pretrain": pretrain, "evaluate": evaluate, "embed": embed, "explain": explain, "demo": demo, "list": listing,
+            "prepare": prepare}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from medrep.errors import MedrepError
 from medrep.losses import distributed
 from medrep.losses.ntxent import _compute_dtype
 
-__all__ = ["gloria_local_loss", "mgca_token_loss", "mgca_token_weights"]
+__all__ = ["gloria_local_loss", "gloria_word_attention", "mgca_token_loss", "mgca_token_weights"]
 
 
 def _check_tokens(x: Tensor, name: str, where: str, batch: int | None = None, dim: int | None = None) -> None:
@@ -40,6 +40,20 @@ def _check_mask(mask: Tensor, shape: tuple[int, int], name: str, where: str) -> 
 # ---------------------------------------------------------------- GLoRIA
 
 
+def _word_region_attention(w: Tensor, m: Tensor, regions: Tensor, t1: float) -> tuple[Tensor, Tensor]:
+    """One report's words ``w`` ``(W, D)`` (mask ``m`` ``(W,)``) over each image's ``regions``
+    ``(Ni, R, D)``: the attention ``(Ni, W, R)`` (each row a distribution over regions) and the
+    cosine ``(Ni, W)`` of every word with its attention-weighted region context."""
+    dots = torch.einsum("jrd,wd->jwr", regions, w)  # raw dot products, attention_fn line 37
+    # softmax over the report's words for each region (line 40; padding excluded, as the
+    # official slices words[:cap_len], line 101), then over regions at temp1 (lines 48-49)
+    attn = dots.masked_fill(~m[None, :, None], float("-inf")).softmax(dim=1)
+    attn = (attn * t1).softmax(dim=2)  # (Ni, W, R); padding rows are uniform, dropped by the callers
+    ctx = attn @ regions  # (Ni, W, D): region context of every word, line 56
+    cos = (ctx * w).sum(-1) / (ctx.norm(dim=-1) * w.norm(dim=-1)).clamp(min=1e-8)  # lines 11-17, 114
+    return attn, cos
+
+
 def _gloria_scores(words: Tensor, mask: Tensor, regions: Tensor, t1: float, t2: float, agg: str, paper: bool) -> Tensor:
     """``S[j, i]``: similarity of image ``j`` (of ``regions``) and report ``i`` (of ``words``), ``(Ni, Nr)``.
 
@@ -49,19 +63,42 @@ def _gloria_scores(words: Tensor, mask: Tensor, regions: Tensor, t1: float, t2: 
     cols = []
     for i in range(words.shape[0]):
         w, m = words[i], mask[i]  # (W, D), (W,)
-        dots = torch.einsum("jrd,wd->jwr", regions, w)  # raw dot products, attention_fn line 37
-        # softmax over the report's words for each region (line 40; padding excluded, as the
-        # official slices words[:cap_len], line 101), then over regions at temp1 (lines 48-49)
-        attn = dots.masked_fill(~m[None, :, None], float("-inf")).softmax(dim=1)
-        attn = (attn * t1).softmax(dim=2)  # (Ni, W, R); padding rows are uniform, dropped below
-        ctx = attn @ regions  # (Ni, W, D): region context of every word, line 56
-        cos = (ctx * w).sum(-1) / (ctx.norm(dim=-1) * w.norm(dim=-1)).clamp(min=1e-8)  # lines 11-17, 114
+        _, cos = _word_region_attention(w, m, regions, t1)
         logit = (t2 * cos).masked_fill(~m, float("-inf"))
         s = torch.logsumexp(logit, dim=1)  # log sum_w exp(temp2 * cos), lines 117-122
         if agg == "mean":
             s = s - torch.log(m.sum().to(s.dtype))
         cols.append(s / t2 if paper else s)
     return torch.stack(cols, dim=1)
+
+
+@torch.no_grad()
+def gloria_word_attention(words: Tensor, word_mask: Tensor, regions: Tensor,
+                          temp_attention: float = 4.0) -> tuple[Tensor, Tensor]:
+    """Where each word of report ``b`` looks in its own image ``b``: the attention of
+    :func:`gloria_local_loss` (step 1, the same code), for inspection.
+
+    ``words`` ``(B, W, D)`` with ``word_mask`` ``(B, W)``, ``regions`` ``(B, R, D)`` (already
+    projected, as the loss receives them) -> ``attention`` ``(B, W, R)``, each real word's row a
+    distribution over the regions (``softmax_regions(temp_attention * softmax_words(<region,
+    word>))``), and ``cosine`` ``(B, W)``, each word's cosine with its attended region context (the
+    ``sim_w`` the loss aggregates). Padding words get all-zero attention rows and cosine 0.
+    Computed in (at least) float32 with autocast off, without gradient.
+    """
+    where = "gloria_word_attention"
+    _check_tokens(words, "words", where)
+    b, w_len, d = words.shape
+    _check_tokens(regions, "regions", where, batch=b, dim=d)
+    _check_mask(word_mask, (b, w_len), "word_mask", where)
+    if not (isinstance(temp_attention, (int, float)) and math.isfinite(temp_attention)) or temp_attention <= 0:
+        raise MedrepError(f"temp_attention must be a finite number > 0, got {temp_attention!r}", where)
+    with torch.autocast(device_type=words.device.type, enabled=False):
+        dtype = _compute_dtype(words, regions)
+        words, regions = words.to(dtype), regions.to(dtype)
+        pairs = [_word_region_attention(words[i], word_mask[i], regions[i : i + 1], temp_attention) for i in range(b)]
+        attention = torch.cat([a for a, _ in pairs]) * word_mask[..., None]
+        cosine = torch.cat([c for _, c in pairs]) * word_mask
+    return attention, cosine
 
 
 def gloria_local_loss(
