@@ -63,11 +63,15 @@ def recipe_for(run: str, seed: int, steps: int, out: Path) -> dict:
                                                      f"trainer.output_dir={out / run / f'seed{seed}'}"])
 
 
-def encoder_dir(run: str, seed: int, steps: int, out: Path) -> Path:
-    """The run's folder, pretrained first when its encoder is not there yet."""
+def encoder_dir(run: str, seed: int, steps: int, out: Path, train: bool = True) -> Path:
+    """The run's folder, pretrained first when its encoder is not there yet (``train``; the scoring
+    parts wait for the quality part instead, which may be pretraining it in another process)."""
     from medrep.engine import pretrain
 
     folder = out / run / f"seed{seed}"
+    while not train and not (folder / "quality.json").is_file():
+        print(f"waiting for {folder}/quality.json (the quality part pretrains it)", flush=True)
+        time.sleep(60)
     if not (folder / "encoder" / "encoder.json").is_file():
         start = time.perf_counter()
         pretrain(recipe_for(run, seed, steps, out))
@@ -97,7 +101,7 @@ def finetune(run: str, seed: int, steps: int, out: Path, finetune_seeds: list[in
 
     data = medpix_target("region", out) | {"size": [128, 128], "percentiles": [1.0, 99.0]}
     random_init = run == "random-init"
-    folder = encoder_dir("convirt" if random_init else run, seed, steps, out)
+    folder = encoder_dir("convirt" if random_init else run, seed, steps, out, train=False)
     opts = FinetuneOptions(fractions=FRACTIONS, seeds=tuple(finetune_seeds), epochs=epochs, patience=3, progress=False)
     tuned = evaluate_finetune(folder / "encoder", data, opts, random_init=random_init)
     return {"fractions": {k: {m: v[m] for m in ("auroc", "accuracy", "n_train")} for k, v in tuned["fractions"].items()},
@@ -109,7 +113,7 @@ def dense(run: str, seed: int, steps: int, out: Path, dense_steps: int) -> dict:
     from medrep.evaluate.segment import segment_eval
 
     random_init = run == "random-init"
-    folder = encoder_dir("convirt" if random_init else run, seed, steps, out)
+    folder = encoder_dir("convirt" if random_init else run, seed, steps, out, train=False)
     task = colin27_lobes(spatial_dims=2)
     result = segment_eval(folder / "encoder", task.train, task.test, task.num_classes, fractions=(1.0,), seeds=(0,),
                           steps=dense_steps, random_init=random_init, device="cpu", progress=False, class_names=task.class_names)
