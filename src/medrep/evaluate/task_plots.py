@@ -28,7 +28,8 @@ def plot_similarity(path: str | Path, similarity: np.ndarray, names: Sequence[st
     order = sorted(range(len(names)), key=lambda i: (FAMILIES.index(families[i]) if families[i] in FAMILIES else len(FAMILIES), i))
     sim = np.asarray(similarity)[np.ix_(order, order)]
     fams = [families[i] for i in order]
-    colours = {f: plt.get_cmap("tab10")(j) for j, f in enumerate(dict.fromkeys(fams))}
+    # colours by sorted family name, as the embedding maps colour their classes (medrep.evaluate.embedding_map)
+    colours = {f: plt.get_cmap("tab10")(j) for j, f in enumerate(sorted(set(fams)))}
     n = len(order)
     side = float(np.clip(0.32 * n + 3, 5, 16))
     fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=120)
