@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MedrepError
+from .figures import pyplot, save_figure
 
 #: Most sentence / word panels in one figure (the JSON holds every one).
 MAX_PANELS = 16
@@ -163,7 +164,7 @@ def _place(method: Any, local: torch.Tensor, report: str, out: dict, where: str)
         raise MedrepError("no sentence left after cleaning (PLACE explains a report sentence by sentence)", where)
     batch = SentenceBatch(method.text_encoder, [sentences], ["report"], o.max_sentences)
     text = method.text_encoder(batch.tokens)
-    vectors = method.sentence_projector(batch.matrix.to(text["tokens"]) @ text["tokens"])  # (1, S, D)
+    vectors = method.sentence_vectors(batch, text["tokens"])  # (1, S, D)
     mask = batch.mask.to(vectors.device)
     observations, attention = method.observations(local)  # (1, Q, D), (1, Q, N)
     index = match_observations(vectors, mask, observations, o.match)[0]
@@ -203,14 +204,6 @@ def _gloria(method: Any, local: torch.Tensor, report: str, out: dict, where: str
 # ---------------------------------------------------------------- the figure
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _title(head: str, text: str) -> str:
     lines = textwrap.wrap(text, TITLE_WIDTH) or [""]
@@ -231,7 +224,7 @@ def plot_explanation(path: str | Path, image: torch.Tensor | np.ndarray, result:
     """One PNG: the image, then each sentence's (or word's) map over it, titled with its text; see the module docstring."""
     if isinstance(max_panels, bool) or not isinstance(max_panels, int) or max_panels < 1:
         raise MedrepError(f"must be a positive integer, got {max_panels!r}", "--max-panels")
-    plt = _pyplot()
+    plt = pyplot()
     volume = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32).mean(0)
     items = result["items"][:max_panels]
     maps = [upsample(item["map"], volume.shape) for item in items]
@@ -259,9 +252,7 @@ def plot_explanation(path: str | Path, image: torch.Tensor | np.ndarray, result:
         if heat is not None:
             fig.colorbar(heat, ax=list(axes.flat), fraction=0.02, pad=0.01,
                          label=f"attention per token cell (uniform = 1/{math.prod(result['grid'])})")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        path = save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

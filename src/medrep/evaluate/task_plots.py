@@ -10,21 +10,13 @@ from typing import Any
 import numpy as np
 
 from ..tasks.base import FAMILIES
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .figures import pyplot, save_figure
 
 
 def plot_similarity(path: str | Path, similarity: np.ndarray, names: Sequence[str], families: Sequence[str], title: str = "") -> Path:
     """Heatmap of the task x task cosine similarity; tasks grouped by family, each family's names in one
     colour and its block framed."""
-    plt = _pyplot()
+    plt = pyplot()
     order = sorted(range(len(names)), key=lambda i: (FAMILIES.index(families[i]) if families[i] in FAMILIES else len(FAMILIES), i))
     sim = np.asarray(similarity)[np.ix_(order, order)]
     fams = [families[i] for i in order]
@@ -50,9 +42,7 @@ def plot_similarity(path: str | Path, similarity: np.ndarray, names: Sequence[st
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="cosine similarity of task centroids")
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, bbox_inches="tight")  # long task names and the outside legend stay in
+        path = save_figure(fig, path, bbox_inches="tight")  # long task names and the outside legend stay in
     finally:
         plt.close(fig)
     return path
@@ -61,7 +51,7 @@ def plot_similarity(path: str | Path, similarity: np.ndarray, names: Sequence[st
 def plot_trajectories(path: str | Path, sweeps: Mapping[str, Mapping[str, Any]], title: str = "") -> Path:
     """Mean cosine distance from strength 0 (band: one standard deviation over images) against strength,
     one line per swept task, its Spearman correlation in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     try:
         for name, sweep in sweeps.items():
@@ -77,9 +67,7 @@ def plot_trajectories(path: str | Path, sweeps: Mapping[str, Mapping[str, Any]],
         ax.legend(fontsize=8, frameon=False)
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        path = save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

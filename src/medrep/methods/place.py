@@ -85,20 +85,19 @@ class SentenceBatch:
             texts.append(" ".join(report))
             ranges.append(spans)
         self.texts = texts
-        encoded = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_length,
-                                    return_tensors="pt", return_token_type_ids=False, return_offsets_mapping=True)
+        # the tower's own tokenization (same padding, truncation, max_length), with character offsets
+        encoded = encoder._encode(texts, return_offsets_mapping=True)
         self.tokens = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         length = encoded["input_ids"].shape[1]
         width = max(len(spans) for spans in ranges)
         owner = torch.full((len(texts), length), -1, dtype=torch.long)
+        offsets = encoded["offset_mapping"]
+        real = (offsets[..., 1] > offsets[..., 0]) & encoded["attention_mask"].bool()  # special and padding tokens: no sentence
         for b, spans in enumerate(ranges):
-            for t, (start, end) in enumerate(encoded["offset_mapping"][b].tolist()):
-                if end <= start or not encoded["attention_mask"][b, t]:
-                    continue  # special and padding tokens belong to no sentence
-                for k, (s0, s1) in enumerate(spans):
-                    if s0 <= start < s1:
-                        owner[b, t] = k
-                        break
+            bounds = torch.tensor(spans)  # (S, 2) character ranges, in order
+            k = torch.searchsorted(bounds[:, 0].contiguous(), offsets[b, :, 0], right=True) - 1
+            inside = real[b] & (k >= 0) & (offsets[b, :, 0] < bounds[k.clamp(min=0), 1])
+            owner[b, inside] = k[inside]
         onehot = torch.zeros(len(texts), width, length)
         valid = owner >= 0
         b_idx, t_idx = valid.nonzero(as_tuple=True)
@@ -183,6 +182,11 @@ class PLACE(ConVIRT):
         obs, attention = self.extractor(local)
         return self.observation_projector(obs), attention
 
+    def sentence_vectors(self, report: SentenceBatch, tokens: torch.Tensor) -> torch.Tensor:
+        """The text tower's token states ``(B, T, D)`` of ``report.tokens`` -> projected sentence
+        observations ``(B, S, observation_dim)`` (padded where ``report.mask`` is False)."""
+        return self.sentence_projector(report.matrix.to(tokens) @ tokens)
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         o = self.options
         report = self._sentences(batch)
@@ -196,7 +200,7 @@ class PLACE(ConVIRT):
         out = {"loss_global": loss_global.detach()}
         if o.alignment:
             observations, _ = self.observations(local)
-            sentences = self.sentence_projector(report.matrix.to(text["tokens"]) @ text["tokens"])
+            sentences = self.sentence_vectors(report, text["tokens"])
             loss_pcma = pcma_loss(sentences, report.mask.to(sentences.device), observations,
                                   temperature=o.pcma_temperature, match=o.match, gather=self.gather)
             loss = loss + o.alignment_weight * loss_pcma

@@ -228,10 +228,10 @@ class TextEncoder(nn.Module):
                     module.eval()
         return self
 
-    def _encode(self, texts: Sequence[str]):
+    def _encode(self, texts: Sequence[str], **extra):
         return self.tokenizer(
             _check_texts(texts), padding=True, truncation=True, max_length=self.max_length,
-            return_tensors="pt", return_token_type_ids=False,
+            return_tensors="pt", return_token_type_ids=False, **extra,
         )
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
