@@ -207,3 +207,41 @@ def phantom(size: int = 48) -> tuple[np.ndarray, np.ndarray]:
     image = 0.25 + 0.2 * x + 0.1 * np.sin(9 * y) + 0.05 * rng.standard_normal((size, size))
     image = image + 0.35 * (mask == 1) + 0.2 * (mask == 2)
     return np.clip(image, 0, 1).astype(np.float32), mask
+
+
+# ---------------------------------------------------------------- naive references (loops)
+
+
+def naive_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A dot product as a Python loop: the reference the losses' vectorised code is tested against."""
+    total = a.new_zeros(())
+    for k in range(a.shape[0]):
+        total = total + a[k] * b[k]
+    return total
+
+
+def naive_norm(a: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(naive_dot(a, a))
+
+
+def naive_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return naive_dot(a, b) / (naive_norm(a) * naive_norm(b))
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def square_items(n: int, seed: int, size: int = 32) -> list:
+    """``n`` images of a bright square (label 1) on noise: a segmentation any decoder can learn."""
+    from medrep.data.datasets.segmentation import SegItem
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        image = rng.normal(0.2, 0.1, (size, size)).astype(np.float32)
+        mask = np.zeros((size, size), np.int64)
+        r, c, s = (int(v) for v in (*rng.integers(2, 14, 2), rng.integers(8, 16)))
+        image[r : r + s, c : c + s] += 0.6
+        mask[r : r + s, c : c + s] = 1
+        items.append(SegItem(image, mask, f"sq{seed}_{i}"))
+    return items

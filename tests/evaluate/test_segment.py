@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import square_items
 
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
@@ -261,17 +262,6 @@ def test_patch_rule_and_label_fractions():
 # fine-tuning
 
 
-def square_items(n, seed, size=32):
-    rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
-        image = rng.normal(0.2, 0.1, (size, size)).astype(np.float32)
-        mask = np.zeros((size, size), np.int64)
-        r, c, s = (int(v) for v in (*rng.integers(2, 14, 2), rng.integers(8, 16)))
-        image[r : r + s, c : c + s] += 0.6
-        mask[r : r + s, c : c + s] = 1
-        items.append(SegItem(image, mask, f"sq{seed}_{i}"))
-    return items
 
 
 def test_fine_tune_beats_untrained_random_init():

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
+from helpers import square_items
 from safetensors.torch import load_file
 
 from medrep.checkpoint import export_encoder
 from medrep.cli import main
-from medrep.data.datasets.segmentation import SegItem
 from medrep.data.sources.colin27_lobes import colin27_example, colin27_lobes
 from medrep.errors import MedrepError
 from medrep.evaluate.encoder import resolve_encoder
@@ -47,18 +46,6 @@ def tree(tmp_path_factory):
     return root
 
 
-def square_items(n, seed, size=32):
-    """A bright square (label 1) on noise per image (test_segment.py's U-Net check)."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
-        image = rng.normal(0.2, 0.1, (size, size)).astype(np.float32)
-        mask = np.zeros((size, size), np.int64)
-        r, c, s = (int(v) for v in (*rng.integers(2, 14, 2), rng.integers(8, 16)))
-        image[r : r + s, c : c + s] += 0.6
-        mask[r : r + s, c : c + s] = 1
-        items.append(SegItem(image, mask, f"sq{seed}_{i}"))
-    return items
 
 
 def task(tree, dims):

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from helpers import WORLD, run_workers, worker_main
+from helpers import WORLD, naive_cos, run_workers, worker_main
 
 from medrep.errors import MedrepError
 from medrep.losses import cce_loss, match_observations, patch_correlation, pcma_loss
@@ -21,15 +21,6 @@ F64 = torch.float64
 # ---------------------------------------------------------------- naive references (loops)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    total = a.new_zeros(())
-    for k in range(a.shape[0]):
-        total = total + a[k] * b[k]
-    return total
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _dot(a, b) / torch.sqrt(_dot(a, a) * _dot(b, b))
 
 
 def naive_match_max(sent, mask, obs) -> list[list[int]]:
@@ -38,7 +29,7 @@ def naive_match_max(sent, mask, obs) -> list[list[int]]:
     for b in range(b_n):
         for s in range(s_n):
             if mask[b, s]:
-                cos = [float(_cos(sent[b, s], obs[b, q])) for q in range(q_n)]
+                cos = [float(naive_cos(sent[b, s], obs[b, q])) for q in range(q_n)]
                 out[b][s] = max(range(q_n), key=cos.__getitem__)
     return out
 
@@ -53,7 +44,7 @@ def brute_force_hungarian(sent, mask, obs) -> list[list[int]]:
         if not rows:
             continue
         cap = math.ceil(len(rows) / q_n)
-        cos = [[float(_cos(sent[b, s], obs[b, q])) for q in range(q_n)] for s in rows]
+        cos = [[float(naive_cos(sent[b, s], obs[b, q])) for q in range(q_n)] for s in rows]
         best = max((a for a in itertools.product(range(q_n), repeat=len(rows)) if max(a.count(q) for q in a) <= cap),
                    key=lambda a: sum(cos[i][q] for i, q in enumerate(a)))
         for s, q in zip(rows, best):
@@ -67,15 +58,15 @@ def naive_pcma(sent, mask, obs, idx, t):
     total = sent.new_zeros(())
     for i, (bi, si, vi) in enumerate(pairs):
         cand = [j for j, (bj, _, _) in enumerate(pairs) if j == i or bj != bi]
-        s2v = -torch.log(torch.exp(_cos(si, vi) / t) / sum(torch.exp(_cos(si, pairs[j][2]) / t) for j in cand))
-        v2s = -torch.log(torch.exp(_cos(vi, si) / t) / sum(torch.exp(_cos(vi, pairs[j][1]) / t) for j in cand))
+        s2v = -torch.log(torch.exp(naive_cos(si, vi) / t) / sum(torch.exp(naive_cos(si, pairs[j][2]) / t) for j in cand))
+        v2s = -torch.log(torch.exp(naive_cos(vi, si) / t) / sum(torch.exp(naive_cos(vi, pairs[j][1]) / t) for j in cand))
         total = total + (s2v + v2s) / 2
     return total / max(len(pairs), 1)
 
 
 def naive_correlation(tokens):
     b_n, n, _ = tokens.shape
-    return torch.stack([torch.stack([torch.stack([_cos(tokens[b, i], tokens[b, j]) for j in range(n)]) for i in range(n)])
+    return torch.stack([torch.stack([torch.stack([naive_cos(tokens[b, i], tokens[b, j]) for j in range(n)]) for i in range(n)])
                         for b in range(b_n)])
 
 

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import WORLD, run_workers, worker_main
+from helpers import WORLD, naive_cos, naive_dot, naive_norm, run_workers, worker_main
 
 from medrep.losses import (
     clip_loss,
@@ -26,19 +26,7 @@ F64 = torch.float64
 # ---------------------------------------------------------------- naive references (loops)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    total = a.new_zeros(())
-    for k in range(a.shape[0]):
-        total = total + a[k] * b[k]
-    return total
 
-
-def _norm(a: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(_dot(a, a))
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _dot(a, b) / (_norm(a) * _norm(b))
 
 
 def _softmax(xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -52,8 +40,8 @@ def _ce(logits: list[torch.Tensor], target: int) -> torch.Tensor:
 
 def naive_clip(img: torch.Tensor, txt: torch.Tensor, scale: float, lam: float = 0.5) -> torch.Tensor:
     n = img.shape[0]
-    i2t = sum(_ce([scale * _cos(img[i], txt[j]) for j in range(n)], i) for i in range(n)) / n
-    t2i = sum(_ce([scale * _cos(txt[i], img[j]) for j in range(n)], i) for i in range(n)) / n
+    i2t = sum(_ce([scale * naive_cos(img[i], txt[j]) for j in range(n)], i) for i in range(n)) / n
+    t2i = sum(_ce([scale * naive_cos(txt[i], img[j]) for j in range(n)], i) for i in range(n)) / n
     return lam * i2t + (1 - lam) * t2i
 
 
@@ -68,14 +56,14 @@ def naive_gloria(words: list[torch.Tensor], regions: torch.Tensor, t1: float, t2
             # softmax over words for each region, then temp1 * that, softmax over regions per word
             a1 = [[None] * r_len for _ in range(w_i.shape[0])]
             for r in range(r_len):
-                col = _softmax([_dot(regions[j, r], w_i[w]) for w in range(w_i.shape[0])])
+                col = _softmax([naive_dot(regions[j, r], w_i[w]) for w in range(w_i.shape[0])])
                 for w in range(w_i.shape[0]):
                     a1[w][r] = col[w]
             terms = []
             for w in range(w_i.shape[0]):
                 a2 = _softmax([t1 * a1[w][r] for r in range(r_len)])
                 ctx = sum(a2[r] * regions[j, r] for r in range(r_len))
-                terms.append(torch.exp(t2 * _cos(w_i[w], ctx)))
+                terms.append(torch.exp(t2 * naive_cos(w_i[w], ctx)))
             s = sum(terms)
             if agg == "mean":
                 s = s / len(terms)
@@ -87,18 +75,18 @@ def naive_gloria(words: list[torch.Tensor], regions: torch.Tensor, t1: float, t2
 
 def _naive_token_side(queries: torch.Tensor, keys: torch.Tensor, weights: list[float] | torch.Tensor, tau: float) -> torch.Tensor:
     """One pair, one side of MGCA's token loss: queries attend over keys, CE both ways, weighted."""
-    qs = [q / _norm(q) for q in queries]
-    ks = [k / _norm(k) for k in keys]
+    qs = [q / naive_norm(q) for q in queries]
+    ks = [k / naive_norm(k) for k in keys]
     ctx = []
     for q in qs:
-        att = _softmax([_dot(q, k) / tau for k in ks])
+        att = _softmax([naive_dot(q, k) / tau for k in ks])
         c = sum(a * k for a, k in zip(att, ks))
-        ctx.append(c / _norm(c))
+        ctx.append(c / naive_norm(c))
     t = len(qs)
     total = queries.new_zeros(())
     for a in range(t):
-        total = total + weights[a] * _ce([_dot(qs[a], ctx[c]) / tau for c in range(t)], a) / 2  # word -> contexts
-        total = total + weights[a] * _ce([_dot(qs[q], ctx[a]) / tau for q in range(t)], a) / 2  # context -> words
+        total = total + weights[a] * _ce([naive_dot(qs[a], ctx[c]) / tau for c in range(t)], a) / 2  # word -> contexts
+        total = total + weights[a] * _ce([naive_dot(qs[q], ctx[a]) / tau for q in range(t)], a) / 2  # context -> words
     return total
 
 
@@ -137,8 +125,8 @@ def naive_sinkhorn(scores: torch.Tensor, eps: float, iters: int) -> torch.Tensor
 
 def naive_proto(img: torch.Tensor, txt: torch.Tensor, protos: torch.Tensor, eps: float, iters: int, t: float) -> torch.Tensor:
     b, k = img.shape[0], protos.shape[0]
-    s_img = torch.stack([torch.stack([_cos(img[j], protos[p]) for p in range(k)]) for j in range(b)])
-    s_txt = torch.stack([torch.stack([_cos(txt[j], protos[p]) for p in range(k)]) for j in range(b)])
+    s_img = torch.stack([torch.stack([naive_cos(img[j], protos[p]) for p in range(k)]) for j in range(b)])
+    s_txt = torch.stack([torch.stack([naive_cos(txt[j], protos[p]) for p in range(k)]) for j in range(b)])
     c_img = naive_sinkhorn(s_img.detach(), eps, iters)
     c_txt = naive_sinkhorn(s_txt.detach(), eps, iters)
     total = img.new_zeros(())
