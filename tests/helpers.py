@@ -245,3 +245,19 @@ def square_items(n: int, seed: int, size: int = 32) -> list:
         mask[r : r + s, c : c + s] = 1
         items.append(SegItem(image, mask, f"sq{seed}_{i}"))
     return items
+
+
+# ---------------------------------------------------------------- image-report recipes
+
+
+def image_text_recipe(method: dict, model: dict, data: Path, out: Path, steps: int = 2) -> dict:
+    """A raw recipe training ``method`` on the ``image_text`` manifest ``data`` (batch 8, mild crops only)
+    for ``steps`` steps on the CPU, a checkpoint at the end, every step logged."""
+    return {
+        "method": method,
+        "model": model,
+        "data": {"source": "image_text", "path": str(data), "batch_size": 8},
+        "augment": {"crop_scale": [0.8, 1.0], "rotate_deg": 0.0, "flip": False, "blur_prob": 0.0},
+        "trainer": {"max_steps": steps, "checkpoint_every_n_steps": steps, "output_dir": str(out), "progress_bar": False,
+                    "log_every_n_steps": 1, "accelerator": "cpu"},
+    }

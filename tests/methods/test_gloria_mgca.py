@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import brightness_pairs, require_text_model
+from helpers import brightness_pairs, image_text_recipe, require_text_model
 
 from medrep.engine import pretrain
 from medrep.errors import RecipeError
@@ -31,14 +31,7 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def raw_recipe(name: str, data: Path, out: Path, model: dict | None = None, **method) -> dict:
-    return {
-        "method": {"name": name, **TINY[name], **method},
-        "model": model or RESNET,
-        "data": {"source": "image_text", "path": str(data), "batch_size": 8},
-        "augment": {"crop_scale": [0.8, 1.0], "rotate_deg": 0.0, "flip": False, "blur_prob": 0.0},
-        "trainer": {"max_steps": 2, "checkpoint_every_n_steps": 2, "output_dir": str(out), "progress_bar": False,
-                    "log_every_n_steps": 1, "accelerator": "cpu"},
-    }
+    return image_text_recipe({"name": name, **TINY[name], **method}, model or RESNET, data, out, steps=2)
 
 
 def build(name: str, model: dict | None = None, **method):
