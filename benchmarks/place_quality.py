@@ -115,7 +115,7 @@ def dense(run: str, seed: int, steps: int, out: Path, dense_steps: int) -> dict:
     random_init = run == "random-init"
     folder = encoder_dir("convirt" if random_init else run, seed, steps, out, train=False)
     task = colin27_lobes(spatial_dims=2)
-    result = segment_eval(folder / "encoder", task.train, task.test, task.num_classes, fractions=(1.0,), seeds=(0,),
+    result = segment_eval(folder / "encoder", task.train, task.test, task.num_classes, fractions=(1.0,), seeds=(seed,),
                           steps=dense_steps, random_init=random_init, device="cpu", progress=False, class_names=task.class_names)
     fraction = result["results"]["1"]
     return {"dice": fraction["mean_dice"]["mean"], "per_class": {k: v["mean"] for k, v in fraction["per_class"].items()},
