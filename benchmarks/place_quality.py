@@ -13,8 +13,9 @@ Scores, on the dev cases:
   finetune   ``evaluate finetune`` on body region (5 classes) at 1/10/100 % of the train labels,
              ``--finetune-seeds`` runs (10 % of the train cases as validation, dev as test), for the
              pretraining seed-0 encoder of each row and random init.
-  dense      ``evaluate segment`` on the Colin27 lobe task (2D, left hemisphere -> right), the same
-             seed-0 encoders and random init through the U-Net decoder of :mod:`medrep.models.dense`.
+  dense      ``evaluate segment`` on the Colin27 lobe task (2D, left hemisphere -> right), each
+             pretraining seed's encoder (and random init) fine-tuned with that seed through the U-Net
+             decoder of :mod:`medrep.models.dense`.
 
 Parts run in separate processes so that they can share the CPU (``--runs``, ``--part``); each writes
 ``<out>/<run>/seed<N>/<part>.json`` and ``--collect`` gathers what is there into
@@ -196,7 +197,8 @@ def collect(args) -> None:
         steps = sorted({r["steps"] for rec in runs.values() for r in rec["quality"]})
         write_section("place-quality", f"From `benchmarks/results/place_quality.json`: MedPix 2.0 train -> dev, text `{TEXT}`, "
                       f"{'/'.join(map(str, steps))} pretraining steps of the `convirt_medpix` budget per run; mean ± std over "
-                      "pretraining seeds (fine-tuning and Dice: the seed-0 encoder; AUROC macro over classes).\n\n"
+                      "pretraining seeds (Dice: each seed's encoder, fine-tuned with that seed; fine-tuning: the seed-0 encoder, one "
+                      "fine-tuning seed; AUROC macro over classes).\n\n"
                       + format_table(rows, columns, markdown=True))
 
 
