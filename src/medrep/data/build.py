@@ -35,6 +35,8 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None = None, transform=
     """
     source = get_source(data_cfg.get("source", "medmnist"), PRETRAIN_KINDS)
     split = data_cfg.get("split") if split is None else split
+    if source.kind == "mixed":
+        return source.mixed(data_cfg, split)
     if source.kind == "tasks":
         if transform is not None or check_crops(data_cfg.get("crops")) is not None:
             raise DataError(f"task source {source.name!r} takes no transform or crops (data.crop is its joint crop)", "data.source")
