@@ -10,8 +10,11 @@
 
 A part's keys are a ``data`` section of their own laid over the run's (so ``intensity``,
 ``split`` or ``skip_bad`` may be set once for all); ``name`` (default ``part<i>``) names it in logs
-and errors, ``weight`` (default 1) its share of every batch. A part's ``path`` may hold
-``$MEDREP_DATA``. Parts are image or image-report sources; batching is
+and errors, ``weight`` (default 1) its share of every batch. A part's relative ``path`` is read under the
+mixed source's ``data.path`` when that is set (one tree holding every part), else from the
+working folder as any ``data.path``; a part without ``path`` takes its own source's default
+(``$MEDREP_DATA/medpix2`` ...). Environment variables in a part's ``path`` are expanded
+(``${MEDREP_DATA}/volumes/head_ct.nii.gz``); an unset one is an error naming the part. Parts are image or image-report sources; batching is
 :mod:`medrep.data.datasets.mixed`'s (grouped sub-batches, one per part, every step).
 """
 
@@ -29,10 +32,11 @@ from .registry import PRETRAIN_KINDS, Source, get_source, register_source
 PART_KEYS = ("name", "weight")
 
 
-def mixed_parts(data: dict[str, Any]) -> list[tuple[str, float, dict[str, Any]]]:
+def mixed_parts(data: dict[str, Any], expand: bool = False) -> list[tuple[str, float, dict[str, Any]]]:
     """``(name, weight, data section)`` of every part of a ``mixed`` data section, checked for
     what the mixed source owns (the list, names, weights, the sources); each part's own keys are
-    checked by the recipe loader as a ``data`` section."""
+    checked by the recipe loader as a ``data`` section. ``expand``: resolve the part paths (when the
+    data are read; a recipe loads on a machine without ``$MEDREP_DATA``)."""
     parts = data.get("parts")
     if not isinstance(parts, list) or not parts:
         raise RecipeError("a mixed source needs a non-empty list of parts", "data.parts")
@@ -53,10 +57,12 @@ def mixed_parts(data: dict[str, Any]) -> list[tuple[str, float, dict[str, Any]]]
             raise RecipeError("every part names its source", f"{where}.source")
         source = get_source(part["source"], tuple(k for k in PRETRAIN_KINDS if k in ("image", "image_text")), f"{where}.source")
         section = copy.deepcopy(base) | {k: v for k, v in part.items() if k not in PART_KEYS}
-        if isinstance(section.get("path"), str):
+        if expand and isinstance(section.get("path"), str):
             section["path"] = os.path.expandvars(section["path"])
             if "$" in section["path"]:
-                raise RecipeError(f"holds an unset variable: {part['path']!r}", f"{where}.path")
+                raise RecipeError(f"names an unset environment variable: {part['path']!r}", f"{where}.path")
+        if expand and data.get("path") is not None and isinstance(section.get("path"), str) and not Path(section["path"]).expanduser().is_absolute():
+            section["path"] = str(Path(data["path"]).expanduser() / section["path"])
         if section.get("spatial_dims") is None:  # the source's only one, else the run's
             section["spatial_dims"] = source.supported_dims[0] if len(source.supported_dims) == 1 else data.get("spatial_dims")
         out.append((name, float(weight), section))
@@ -69,7 +75,7 @@ def mixed_dataset(data: dict[str, Any], split: str | None):
     from ..datasets.mixed import MixedCollate, MixedDataset
 
     parts, names, weights, collates = [], [], [], []
-    for name, weight, section in mixed_parts(data):
+    for name, weight, section in mixed_parts(data, expand=True):
         part_split = split if split is not None else section.get("split")
         parts.append(build_dataset(section, split=part_split))
         names.append(name)
@@ -80,24 +86,19 @@ def mixed_dataset(data: dict[str, Any], split: str | None):
     return dataset
 
 
-def _check(data: dict[str, Any]) -> None:
-    if data.get("parts") is not None and data.get("source") != "mixed":
-        raise RecipeError(f"parts are for data.source: mixed, not {data.get('source')!r}", "data.parts")
-
-
 def mixed_example(root: Path, spatial_dims: int = 2) -> dict[str, Any]:
     """Two image-report manifests (2D PNGs and 3D NIfTI volumes) as two parts of weights 1 and 1."""
     from .image_text import write_example_pairs
 
-    flat = write_example_pairs(Path(root) / "flat", 8, 2, test=2)
-    volumes = write_example_pairs(Path(root) / "volumes", 8, 3, test=2)
-    return {"source": "mixed", "batch_size": 4, "parts": [
-        {"name": "flat", "source": "image_text", "path": str(flat), "spatial_dims": 2, "size": [32, 32]},
-        {"name": "volumes", "source": "image_text", "path": str(volumes), "spatial_dims": 3, "size": [16, 16, 8]},
+    write_example_pairs(Path(root) / "flat", 8, 2, test=2)
+    write_example_pairs(Path(root) / "volumes", 8, 3, test=2)
+    return {"source": "mixed", "path": str(root), "parts": [
+        {"name": "flat", "source": "image_text", "path": "flat/pairs.csv", "spatial_dims": 2, "size": [32, 32]},
+        {"name": "volumes", "source": "image_text", "path": "volumes/pairs.csv", "spatial_dims": 3, "size": [16, 16, 8]},
     ]}
 
 
 register_source(Source(
     name="mixed", kind="mixed", summary="several sources in one run, each part with its own data keys and a weight",
-    mixed=mixed_dataset, options={"parts": None}, check=_check, example=mixed_example,
+    mixed=mixed_dataset, options={"parts": None}, example=mixed_example
 ))
