@@ -235,6 +235,10 @@ def validate(recipe: dict) -> dict:
     if data["spatial_dims"] is None:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
     _check_dims(data, "data.")
+    model = recipe["model"]
+    if data["source"] != "mixed" and model.get("name") != "vit2d3d" and data["spatial_dims"] != model["spatial_dims"]:
+        raise RecipeError(f"the data hold {data['spatial_dims']}D images but model.spatial_dims is {model['spatial_dims']} "
+                          "(only vit2d3d takes both)", "data.spatial_dims")
     if data["source"] == "mixed":
         _check_parts(recipe)
     _check_options(recipe)

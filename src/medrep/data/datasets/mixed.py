@@ -28,13 +28,16 @@ from ...errors import DataError
 
 def part_sizes(weights: Sequence[float], batch_size: int) -> list[int]:
     """Items of each part in a batch of ``batch_size``: proportional to ``weights`` (largest
-    remainders get the rounding), at least one each."""
+    remainders get the rounding), at least one each (taken from the largest part)."""
     if batch_size < len(weights):
         raise DataError(f"must be at least the number of parts ({len(weights)}), got {batch_size}", "data.batch_size")
-    share = np.asarray(weights, float) / float(np.sum(weights)) * (batch_size - len(weights))
-    sizes = np.floor(share).astype(int) + 1
-    for i in np.argsort(-(share - np.floor(share)), kind="stable")[: batch_size - int(sizes.sum())]:
+    share = np.asarray(weights, float) / float(np.sum(weights)) * batch_size
+    sizes = np.floor(share).astype(int)
+    for i in np.argsort(-(share - sizes), kind="stable")[: batch_size - int(sizes.sum())]:
         sizes[i] += 1
+    for i in np.flatnonzero(sizes == 0):
+        sizes[int(np.argmax(sizes))] -= 1
+        sizes[i] = 1
     return sizes.tolist()
 
 

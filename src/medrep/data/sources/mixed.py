@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...errors import RecipeError
-from .registry import PRETRAIN_KINDS, Source, get_source, register_source
+from ...errors import DataError, RecipeError
+from .registry import Source, get_source, register_source
 
 PART_KEYS = ("name", "weight")
 
@@ -55,7 +55,10 @@ def mixed_parts(data: dict[str, Any], expand: bool = False) -> list[tuple[str, f
             raise RecipeError(f"must be a positive number, got {weight!r}", f"{where}.weight")
         if "source" not in part:
             raise RecipeError("every part names its source", f"{where}.source")
-        source = get_source(part["source"], tuple(k for k in PRETRAIN_KINDS if k in ("image", "image_text")), f"{where}.source")
+        try:
+            source = get_source(part["source"], ("image", "image_text"), f"{where}.source")
+        except DataError as exc:  # a recipe value: name it as the recipe checks do
+            raise RecipeError(str(exc).removeprefix(f"{where}.source: "), f"{where}.source") from exc
         section = copy.deepcopy(base) | {k: v for k, v in part.items() if k not in PART_KEYS}
         if expand and isinstance(section.get("path"), str):
             section["path"] = os.path.expandvars(section["path"])
