@@ -13,6 +13,7 @@ from medrep.checkpoint import load_method
 from medrep.data.sources.mixed import mixed_example
 from medrep.engine import pretrain
 from medrep.errors import DataError, RecipeError
+from medrep.evaluate.retrieval import run_data_config
 from medrep.methods import build_method
 from medrep.recipe import load_recipe
 
@@ -158,5 +159,7 @@ def test_pretrains_on_a_mixed_tree_and_reloads(tmp_path):
         assert method.encode_image(torch.rand(2, 1, 32, 32)).shape == (2, 16)
         assert method.encode_image(torch.rand(2, 1, 16, 16, 8)).shape == (2, 16)
         assert method.encode_text(["A bright CT volume."]).shape == (1, 16)
+    data = run_data_config(run)  # what the CLI's 2D evaluations read: a mixed run's first part (or the part of --data)
+    assert data["spatial_dims"] == 2 and data["size"] == [32, 32]
     log = (run / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/clip" in log and "train/dino_patch" in log
