@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import vlp_quality as vq
+from place_quality import mean_std
 from readme_section import write_section
 
 from medrep.recipe import load_recipe, read_yaml
@@ -192,13 +193,6 @@ QUALITY = ["image i2t R@5", "image t2i R@5", "case i2t R@5", "modality ZS AUROC"
            "region probe AUROC"]
 
 
-def _mean_std(values: list) -> str:
-    v = np.asarray([x for x in values if x is not None], float)
-    if not len(v):
-        return "-"
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
-
-
 def collect(args) -> None:
     runs = {}
     for run in ["random-init", *RUNS]:
@@ -209,12 +203,12 @@ def collect(args) -> None:
     rows, selection_rows = [], []
     for run, rec in runs.items():
         q = [vq.metrics(r["medpix"]) for r in rec["score"]]
-        row = {"encoder": run, "seeds": len(q)} | {c: _mean_std([m[c] for m in q]) for c in QUALITY}
-        row["Colin27 region probe AUROC"] = _mean_std([r["region_probe"]["results"]["linear"]["1"]["auroc"]["mean"]
+        row = {"encoder": run, "seeds": len(q)} | {c: mean_std([m[c] for m in q]) for c in QUALITY}
+        row["Colin27 region probe AUROC"] = mean_std([r["region_probe"]["results"]["linear"]["1"]["auroc"]["mean"]
                                                        for r in rec["score"]])
         for key in ("R@1", "R@10", "auroc"):
-            row[f"2D-3D {key}"] = _mean_std([r["consistency"][key] for r in rec["score"]])
-        row["pretrain min"] = _mean_std([r.get("pretrain_minutes") for r in rec["score"]])
+            row[f"2D-3D {key}"] = mean_std([r["consistency"][key] for r in rec["score"]])
+        row["pretrain min"] = mean_std([r.get("pretrain_minutes") for r in rec["score"]])
         rows.append(row)
         for r in rec["selection"]:
             for step, hits in sorted(r["by_step"].items(), key=lambda kv: int(kv[0])):

@@ -46,7 +46,7 @@ def test_hits_match_a_count_from_the_atlas(prepared, monkeypatch):
     result = selection_hits(encoder, prepared, split=None, min_voxels=1)
     columns = read_region_columns(prepared)
     want = {"attentive": [], "random": [], "central": []}
-    for study, crop in columns.items():
+    for crop in columns.values():
         labels = read_image(str(crop.labels), 3)["image"][0].numpy().round().astype(np.int64)
         for region in crop.regions:
             holds = region_slices(labels, region, prepared / "label_names.txt", 1)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ..errors import MedrepError
 from sklearn.metrics import roc_auc_score
+
+from ..errors import MedrepError
 
 
 @torch.no_grad()

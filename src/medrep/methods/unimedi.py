@@ -39,18 +39,18 @@ the checkpoint for :func:`medrep.load_method`.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, RecipeError
 from ..losses import clip_loss
 from ..losses.dino import dino_center, dino_loss
 from ..models import Backbone, DINOHead
+from ..models.ema import cosine_momentum, ema_update
 from ..models.unified_vit import UnifiedViT, check_slices
 from ..options import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from .convirt import ConVIRT
@@ -196,8 +196,7 @@ class UniMedI(ConVIRT):
 
     # teacher -----------------------------------------------------------------------------------
     def momentum_at(self, step: int, max_steps: int) -> float:
-        progress = min(step / max(max_steps, 1), 1.0)
-        return 1 - (1 - self.options.ema) * (math.cos(math.pi * progress) + 1) / 2
+        return cosine_momentum(self.options.ema, step, max_steps)
 
     @torch.no_grad()
     def on_train_batch_end(self, step: int, max_steps: int) -> None:
@@ -205,7 +204,6 @@ class UniMedI(ConVIRT):
             return
         self._ema_step = step
         self.momentum = self.momentum_at(step, max_steps)
-        for student, teacher in ((self.encoder, self.teacher), (self.cls_head, self.teacher_cls_head),
-                                 (self.patch_head, self.teacher_patch_head)):
-            for s, t in zip(student.parameters(), teacher.parameters()):
-                t.lerp_(s.detach(), 1 - self.momentum)
+        students = chain(self.encoder.parameters(), self.cls_head.parameters(), self.patch_head.parameters())
+        teachers = chain(self.teacher.parameters(), self.teacher_cls_head.parameters(), self.teacher_patch_head.parameters())
+        ema_update(students, teachers, self.momentum)

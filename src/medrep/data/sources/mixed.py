@@ -64,7 +64,8 @@ def mixed_parts(data: dict[str, Any], expand: bool = False) -> list[tuple[str, f
             section["path"] = os.path.expandvars(section["path"])
             if "$" in section["path"]:
                 raise RecipeError(f"names an unset environment variable: {part['path']!r}", f"{where}.path")
-        if expand and data.get("path") is not None and isinstance(section.get("path"), str) and not Path(section["path"]).expanduser().is_absolute():
+        relative = isinstance(section.get("path"), str) and not Path(section["path"]).expanduser().is_absolute()
+        if expand and relative and data.get("path") is not None:
             section["path"] = str(Path(data["path"]).expanduser() / section["path"])
         if section.get("spatial_dims") is None:  # the source's only one, else the run's
             section["spatial_dims"] = source.supported_dims[0] if len(source.supported_dims) == 1 else data.get("spatial_dims")
