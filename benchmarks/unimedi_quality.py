@@ -13,11 +13,14 @@ without text. Rows:
 
 Scores: MedPix dev retrieval (image and case level), zero-shot and linear probe on modality, plane
 and region (``vlp_quality.evaluate``); the Colin27 region probe (3D crops of 32 voxels at 2 mm,
-alternating axial slabs; :func:`medrep.evaluate.regions.region_probe`); 2D-3D consistency on the
+alternating axial slabs; :func:`medrep.evaluate.regions.region_probe`) and end-to-end fine-tuning on
+the same crops at 10 % and 100 % (``--part finetune``); 2D-3D consistency on the
 test crops (:mod:`medrep.evaluate.consistency`); and, for runs that select slices, the selection
 hit rate on the train crops at every saved step (:mod:`medrep.evaluate.slice_selection`).
 
     python benchmarks/unimedi_quality.py --runs unimedi convirt-vit --seeds 0 1 2 --threads 1
+    python benchmarks/unimedi_quality.py --part selection --runs unimedi random-slices --threads 1
+    python benchmarks/unimedi_quality.py --part finetune --runs random-init unimedi convirt-vit --threads 1
     python benchmarks/unimedi_quality.py --collect
 """
 
@@ -77,6 +80,45 @@ def colin27_2mm(out: Path) -> tuple[Path, Path, Path]:
     return files
 
 
+def region_manifest(out: Path) -> Path:
+    """The region probe's crops (same split) as NIfTI files and a manifest, for 3D fine-tuning."""
+    import csv
+
+    from medrep.data.synthetic import write_nifti
+    from medrep.evaluate.regions import region_split
+
+    path = out / "colin27_region_crops" / "crops.csv"
+    if path.is_file():
+        return path
+    t1, aal, names = colin27_2mm(out)
+    split = region_split(t1, aal, names, spatial_dims=3, crop=32, stride=8)
+    rows = []
+    for part in ("train", "test"):
+        crops = split.crops(part)
+        for i in range(len(crops)):
+            item = crops[i]
+            file = path.parent / part / f"{i}.nii.gz"
+            write_nifti(file, item["image"][0].numpy(), spacing=(2.0, 2.0, 2.0))
+            rows.append({"path": str(file), "label": split.class_names[int(item["label"])], "split": part})
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def finetune_3d(run: str, seed: int, steps: int, out: Path) -> dict:
+    """End-to-end fine-tuning on the region crops at 10 % and 100 % of the train crops (10 % of them held out)."""
+    from medrep.evaluate.finetune import FinetuneOptions, evaluate_finetune
+
+    folder = out / ("unimedi" if run == "random-init" else run) / f"seed{seed}"
+    data = {"source": "manifest", "path": str(region_manifest(out)), "spatial_dims": 3, "intensity": "none", "size": None,
+            "skip_bad": False}
+    opts = FinetuneOptions(fractions=(0.1, 1.0), seeds=(seed,), epochs=8, patience=3, progress=False)
+    tuned = evaluate_finetune(folder / "encoder", data, opts, random_init=run == "random-init", val_split=None)
+    return {k: {m: v[m] for m in ("auroc", "accuracy", "n_train")} for k, v in tuned["fractions"].items()}
+
+
 def recipe_for(run: str, seed: int, steps: int, out: Path) -> dict:
     parts, method, model = RUNS["unimedi" if run == "random-init" else run]
     raw = read_yaml(RECIPE.read_text())
@@ -134,6 +176,14 @@ def score(run: str, seed: int, steps: int, out: Path) -> dict:
     return result
 
 
+def finetune(run: str, seed: int, steps: int, out: Path) -> dict:
+    if run != "random-init":
+        trained(run, seed, steps, out)
+    elif not (out / "unimedi" / f"seed{seed}" / "encoder" / "encoder.json").is_file():
+        raise SystemExit("random-init fine-tunes unimedi's architecture: run --part score --runs unimedi first")
+    return {"region_3d": finetune_3d(run, seed, steps, out)}
+
+
 def selection(run: str, seed: int, steps: int, out: Path) -> dict:
     """Hit rates of the teacher's selection at step 0 (the initial network) and at every saved step."""
     from medrep.checkpoint import load_method
@@ -158,7 +208,7 @@ def selection(run: str, seed: int, steps: int, out: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["score", "selection"], default="score")
+    p.add_argument("--part", choices=["score", "selection", "finetune"], default="score")
     p.add_argument("--runs", nargs="+", default=["random-init", *RUNS])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=150)
@@ -179,7 +229,7 @@ def main() -> None:
             if path.is_file():
                 continue
             start = time.perf_counter()
-            record = (score if args.part == "score" else selection)(run, seed, args.steps, args.out)
+            record = {"score": score, "selection": selection, "finetune": finetune}[args.part](run, seed, args.steps, args.out)
             record |= {"run": run, "seed": seed, "steps": args.steps, "minutes": (time.perf_counter() - start) / 60}
             minutes = args.out / run / f"seed{seed}" / "minutes.txt"
             if minutes.is_file():
@@ -197,7 +247,7 @@ def collect(args) -> None:
     runs = {}
     for run in ["random-init", *RUNS]:
         records = {part: [json.loads(f.read_text()) for f in sorted((args.out / run).glob(f"seed*/{part}.json"))]
-                   for part in ("score", "selection")}
+                   for part in ("score", "selection", "finetune")}
         if any(records.values()):
             runs[run] = records
     rows, selection_rows = [], []
@@ -208,13 +258,17 @@ def collect(args) -> None:
                                                        for r in rec["score"]])
         for key in ("R@1", "R@10", "auroc"):
             row[f"2D-3D {key}"] = mean_std([r["consistency"][key] for r in rec["score"]])
+        for fraction in ("0.1", "1"):
+            row[f"3D finetune {float(fraction):.0%} AUROC"] = mean_std([r["region_3d"][fraction]["auroc"]["mean"]
+                                                                       for r in rec["finetune"] if fraction in r["region_3d"]])
         row["pretrain min"] = mean_std([r.get("pretrain_minutes") for r in rec["score"]])
         rows.append(row)
         for r in rec["selection"]:
             for step, hits in sorted(r["by_step"].items(), key=lambda kv: int(kv[0])):
                 selection_rows.append({"run": run, "seed": r["seed"], "step": int(step), "pairs": hits["partial_pairs"],
                                        **{rule: f"{hits['partial'][rule]:.3f}" for rule in ("attentive", "random", "central", "best")}})
-    columns = ["encoder", "seeds", *QUALITY, "Colin27 region probe AUROC", "2D-3D R@1", "2D-3D R@10", "2D-3D auroc", "pretrain min"]
+    columns = ["encoder", "seeds", *QUALITY, "Colin27 region probe AUROC", "3D finetune 10% AUROC", "3D finetune 100% AUROC",
+               "2D-3D R@1", "2D-3D R@10", "2D-3D auroc", "pretrain min"]
     write_json(ROOT / "benchmarks" / "results" / "unimedi_quality.json", {"runs": runs, "rows": rows, "selection": selection_rows})
     print(format_table(rows, columns))
     if selection_rows:
