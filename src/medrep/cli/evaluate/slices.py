@@ -37,7 +37,8 @@ def add_slices(tasks) -> argparse.ArgumentParser:
                            description="For each prepared Colin27 crop and each region its text names: the fraction of the k "
                                        "slices the EMA teacher selects that hold the region (AAL), against k random slices "
                                        "(the expectation), the k central ones and the best any k can do.",
-                           parents=[options.run("a UniMedI run folder (its teacher selects)"), _prepared(), t, options.output()])
+                           parents=[options.run("a UniMedI run folder (its teacher selects)"), _prepared(), t,
+                                    options.batch_size(8, "crops per batch (default 8)"), options.output()])
 
 
 def add_consistency(tasks) -> argparse.ArgumentParser:
@@ -48,7 +49,8 @@ def add_consistency(tasks) -> argparse.ArgumentParser:
                            description="Each prepared crop is embedded as a volume and each of its axial slices as a 2D "
                                        "image by the same encoder (vit2d3d); R@K, mean AUROC and mean rank of a volume's own "
                                        "slices among all.",
-                           parents=[options.encoder(), _prepared(), t, options.output()])
+                           parents=[options.encoder(), _prepared(), t, options.batch_size(64, "images per batch (default 64)"),
+                                    options.output()])
 
 
 def _split(args) -> str | None:
@@ -71,7 +73,7 @@ def run_slices(args) -> int:
         models["last"] = load_method(run)
     result, rows = {"run": str(run), "data": str(args.data), "steps": {}}, []
     for step, model in models.items():
-        hits = selection_hits(model, args.data, _split(args), args.k, args.min_voxels, limit=args.limit)
+        hits = selection_hits(model, args.data, _split(args), args.k, args.min_voxels, args.batch_size, args.limit)
         result["steps"][step] = hits
         for subset in ("all", "partial"):
             rows.append({"step": step, "pairs": subset, "n": hits["pairs" if subset == "all" else "partial_pairs"],
@@ -98,7 +100,7 @@ def run_consistency(args) -> int:
     count = min(len(crops), args.limit or len(crops))
     volumes = torch.cat([crops[i]["images"] for i in range(count)])
     encoder = load_encoder(args.encoder, weights=not args.random_init)
-    result = slice_consistency(encoder, volumes, stride=args.stride)
+    result = slice_consistency(encoder, volumes, stride=args.stride, batch_size=args.batch_size)
     print(format_table([{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in result.items()}], list(result)))
     if args.out:
         write_json(args.out, result | {"encoder": str(args.encoder), "random_init": args.random_init})
