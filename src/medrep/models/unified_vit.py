@@ -173,6 +173,7 @@ class UnifiedBackbone(Backbone):
     """A :class:`Backbone` that takes ``(B, C, X, Y)`` images and ``(B, C, X, Y, Z)`` volumes."""
 
     supported_dims = (2, 3)
+    flexible_size = True  # any size up to img_size x depth that tiles the patches (checked on every input)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim not in (4, 5):
