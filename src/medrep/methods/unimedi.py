@@ -11,7 +11,8 @@ One step (a batch is a list of parts, one per data source, see :mod:`medrep.data
    averaged over heads and layers, then over each slab's tokens; no gradient) and the ``select_k``
    best (``model.select_k``) are tokenised in 2D and joined to the volume's 3D tokens in one
    sequence; ``selection: random`` or ``central`` replaces the teacher's choice (ablation); 2D
-   images skip this;
+   images skip this. The paper calls the selection text-guided: the report enters it only through
+   the [CLS] token, which CLIP pulls toward the report; no text is read when selecting;
 3. the teacher encodes the whole sequence; the student encodes it with ``mask_ratio`` of its tokens
    removed (a random subset per sample; removal, not mask tokens, halves the student's cost);
 4. losses, each with its weight:
