@@ -254,7 +254,7 @@ def collect(args) -> None:
     for run, rec in runs.items():
         q = [vq.metrics(r["medpix"]) for r in rec["score"]]
         row = {"encoder": run, "seeds": len(q)} | {c: mean_std([m[c] for m in q]) for c in QUALITY}
-        row["Colin27 region probe AUROC"] = mean_std([r["region_probe"]["results"]["linear"]["1"]["auroc"]["mean"]
+        row["Colin27 region probe AUROC"] = mean_std([r["region_probe"]["results"]["linear"]["fractions"]["1"]["auroc"]["mean"]
                                                        for r in rec["score"]])
         for key in ("R@1", "R@10", "auroc"):
             row[f"2D-3D {key}"] = mean_std([r["consistency"][key] for r in rec["score"]])
