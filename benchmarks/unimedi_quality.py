@@ -54,6 +54,7 @@ RUNS = {
     "no-distill": (PART_NAMES, {"cls_weight": 0.0, "patch_weight": 0.0}, {}),
 }
 BATCH, EVERY = 14, 50
+SELECTION_KEYS = ("k", "crops", "pairs", "partial_pairs", "all", "partial", "brain_spearman", "same_choice", "picked_slabs")
 
 
 def prepared(out: Path) -> Path:
@@ -199,7 +200,7 @@ def selection(run: str, seed: int, steps: int, out: Path) -> dict:
     by_step = {}
     for step, model in models.items():
         hits = selection_hits(model, prepared(out), "train")
-        by_step[step] = {k: hits[k] for k in ("k", "crops", "pairs", "partial_pairs", "all", "partial")}
+        by_step[step] = {k: hits[k] for k in SELECTION_KEYS}
     last = max(models)
     study = "colin27_train_x0_y0_z9"
     figure = selection_figure(models[last], prepared(out), study, folder / "selection.png")
@@ -266,7 +267,9 @@ def collect(args) -> None:
         for r in rec["selection"]:
             for step, hits in sorted(r["by_step"].items(), key=lambda kv: int(kv[0])):
                 selection_rows.append({"run": run, "seed": r["seed"], "step": int(step), "pairs": hits["partial_pairs"],
-                                       **{rule: f"{hits['partial'][rule]:.3f}" for rule in ("attentive", "random", "central", "best")}})
+                                       **{rule: f"{hits['partial'][rule]:.3f}" for rule in ("attentive", "random", "central", "best")},
+                                       "score ~ brain (Spearman)": f"{hits['brain_spearman']:.2f}" if hits.get("brain_spearman") is not None
+                                       else "-", "same set": f"{hits['same_choice']:.2f}" if "same_choice" in hits else "-"})
     columns = ["encoder", "seeds", *QUALITY, "Colin27 region probe AUROC", "3D finetune 10% AUROC", "3D finetune 100% AUROC",
                "2D-3D R@1", "2D-3D R@10", "2D-3D auroc", "pretrain min"]
     write_json(ROOT / "benchmarks" / "results" / "unimedi_quality.json", {"runs": runs, "rows": rows, "selection": selection_rows})

@@ -8,6 +8,10 @@ counts by its centre slice, the one the model tokenises. ``random`` is the exact
 distinct random slabs (the fraction of slab centres holding the region), ``central`` the k middle
 slabs, ``best`` the most any k slabs can reach. Pairs whose region fills every slab or none score
 the same under every rule, so ``partial`` repeats the means over the pairs where the choice matters.
+``brain_spearman`` (mean over crops of the rank correlation between a crop's slab scores and the
+atlas-labelled fraction of each slab) says whether the attention simply follows how much brain a
+slice holds, a reading that needs no text; ``picked_slabs`` counts how often each slab was chosen and
+``same_choice`` is the share of crops given the most common set (a choice by position alone gives 1).
 
 The scores come from the model's own attention: a UniMedI method's EMA teacher (what training
 selects with), or an exported ``vit2d3d`` encoder's network.
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from ..data.datasets.image_text_dataset import ImageTextDataset
 from ..data.datasets.preprocess import Preprocess
@@ -59,7 +64,7 @@ def selection_hits(model: Any, folder: str | Path, split: str | None = "train", 
     dataset, columns, names = prepared_crops(folder, split)
     count = min(len(dataset), limit or len(dataset))
     pairs: list[dict[str, Any]] = []
-    scores_by_study = {}
+    scores_by_study, brain_rho, picks = {}, [], []
     for start in range(0, count, batch_size):
         items = [dataset[i] for i in range(start, min(count, start + batch_size))]
         volumes = torch.cat([item["images"] for item in items])
@@ -72,6 +77,10 @@ def selection_hits(model: Any, folder: str | Path, split: str | None = "train", 
             crop = columns[item["study"]]
             labels = read_image(str(crop.labels), 3)["image"][0].numpy().round().astype(np.int64)
             scores_by_study[item["study"]] = score
+            picks.append(tuple(int(i) for i in pick))
+            brain = (labels[..., centres] > 0).reshape(-1, gz).mean(0)  # atlas-labelled fraction of each slab centre
+            if brain.std() > 0 and score.std() > 0:
+                brain_rho.append(float(spearmanr(score, brain)[0]))
             for region in crop.regions:
                 holds = region_slices(labels, region, names, min_voxels)[centres]
                 pairs.append({"study": item["study"], "region": region, "coverage": float(holds.mean()),
@@ -86,6 +95,9 @@ def selection_hits(model: Any, folder: str | Path, split: str | None = "train", 
         "k": k, "min_voxels": min_voxels, "split": split, "crops": count, "pairs": len(pairs), "partial_pairs": len(partial),
         "all": {rule: mean(pairs, rule) for rule in RULES}, "partial": {rule: mean(partial, rule) for rule in RULES},
         "by_region": {r: {rule: mean([p for p in pairs if p["region"] == r], rule) for rule in ("coverage", *RULES)} for r in regions},
+        "brain_spearman": float(np.mean(brain_rho)) if brain_rho else None,
+        "picked_slabs": np.bincount(np.ravel(picks), minlength=gz).tolist(),
+        "same_choice": max(picks.count(p) for p in set(picks)) / len(picks),
         "rows": pairs, "scores": {s: v.tolist() for s, v in scores_by_study.items()},
     }
 
