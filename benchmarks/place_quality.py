@@ -163,7 +163,8 @@ QUALITY = ["image i2t R@5", "image t2i R@5", "case i2t R@5", "modality ZS AUROC"
            "region probe AUROC", "plane probe AUROC"]
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
+    """``mean ± std`` over seeds of the values given (None left out), the mean alone for one, ``-`` for none."""
     v = np.asarray([x for x in values if x is not None], float)
     if not len(v):
         return "-"
@@ -181,13 +182,13 @@ def collect(args) -> None:
     for run, rec in runs.items():
         q = [vq.metrics(r["result"]) for r in rec["quality"]]
         row = {"encoder": run, "seeds": len(q)}
-        row |= {c: _mean_std([m[c] for m in q]) for c in QUALITY}
+        row |= {c: mean_std([m[c] for m in q]) for c in QUALITY}
         for f in FRACTIONS:
             key = f"{f:g}"
-            row[f"finetune {f:.0%} AUROC"] = _mean_std([r["fractions"][key]["auroc"]["mean"] for r in rec["finetune"]
+            row[f"finetune {f:.0%} AUROC"] = mean_std([r["fractions"][key]["auroc"]["mean"] for r in rec["finetune"]
                                                        if key in r["fractions"]])
-        row["Colin27 lobes Dice"] = _mean_std([r["dice"] for r in rec["dense"]])
-        row["pretrain min"] = _mean_std([r.get("pretrain_minutes") for r in rec["quality"]])
+        row["Colin27 lobes Dice"] = mean_std([r["dice"] for r in rec["dense"]])
+        row["pretrain min"] = mean_std([r.get("pretrain_minutes") for r in rec["quality"]])
         rows.append(row)
     columns = ["encoder", "seeds", *QUALITY, *[f"finetune {f:.0%} AUROC" for f in FRACTIONS], "Colin27 lobes Dice", "pretrain min"]
     record = {"text_field": TEXT, "budget": BUDGET, "runs": runs, "rows": rows}

@@ -170,7 +170,7 @@ def test_capabilities_are_declared_on_the_class():
     text = {name for name in available_methods() if get_method(name).needs_text}
     local = {name for name in available_methods() if get_method(name).needs_local_features}
     dense = {name for name in available_methods() if get_method(name).needs_dense}
-    assert text == {"convirt", "gloria", "mgca", "place"} and local == {"gloria", "mgca", "place"} and dense == {"cover"}
+    assert text == {"convirt", "gloria", "mgca", "place", "unimedi"} and local == {"gloria", "mgca", "place"} and dense == {"cover"}
 
 
 def test_isimed_pairs_are_the_losses():

@@ -106,9 +106,10 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return path
 
 
-def load_method(run_dir: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_method(run_dir: str | Path, map_location: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> torch.nn.Module:
     """The whole method of a run (encoder and heads) in eval mode, from ``recipe.yaml`` and
-    ``checkpoints/last.ckpt``, loaded with ``weights_only=True`` (no pickled code)."""
+    ``checkpoints/last.ckpt`` (or ``checkpoint``, e.g. a step checkpoint of the run), loaded with
+    ``weights_only=True`` (no pickled code)."""
     from .methods import build_method
     from .recipe import load_recipe
 
@@ -117,7 +118,7 @@ def load_method(run_dir: str | Path, map_location: str | torch.device = "cpu") -
     if not recipe_path.is_file():
         raise MedrepError("not a run folder (no recipe.yaml)", run_dir)
     method = build_method(load_recipe(recipe_path))
-    ckpt = last_checkpoint(run_dir)
+    ckpt = last_checkpoint(run_dir) if checkpoint is None else Path(checkpoint)
     try:
         state = torch.load(ckpt, map_location=map_location, weights_only=True)["state_dict"]
     except (RuntimeError, KeyError, OSError, EOFError) as exc:

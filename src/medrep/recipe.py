@@ -23,7 +23,7 @@ import yaml
 from .data.datasets.crop_config import CROP_DEFAULTS as CROP_DEFAULTS  # re-exported: recipe users read the crop keys here
 from .data.datasets.crop_config import check_crops
 from .data.sources import PRETRAIN_KINDS, check_source_options, get_source, source_names, source_options
-from .errors import RecipeError
+from .errors import MedrepError, RecipeError
 from .options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_options
 
 
@@ -234,13 +234,48 @@ def validate(recipe: dict) -> dict:
         raise RecipeError(f"must be 2 or 3, got {recipe['model']['spatial_dims']!r}", "model.spatial_dims")
     if data["spatial_dims"] is None:
         data["spatial_dims"] = recipe["model"]["spatial_dims"]
+    _check_dims(data, "data.")
+    model = recipe["model"]
+    if data["source"] != "mixed" and model.get("name") != "vit2d3d" and data["spatial_dims"] != model["spatial_dims"]:
+        raise RecipeError(f"the data hold {data['spatial_dims']}D images but model.spatial_dims is {model['spatial_dims']} "
+                          "(only vit2d3d takes both)", "data.spatial_dims")
+    if data["source"] == "mixed":
+        _check_parts(recipe)
+    _check_options(recipe)
+    return recipe
+
+
+def _check_dims(data: dict, prefix: str) -> None:
     dims = get_source(data["source"]).supported_dims
     if data["spatial_dims"] not in dims:
         raise RecipeError(f"source {data['source']!r} holds {' or '.join(f'{d}D' for d in dims)} images, "
-                          f"got spatial_dims {data['spatial_dims']!r}", "data.spatial_dims")
+                          f"got spatial_dims {data['spatial_dims']!r}", f"{prefix}spatial_dims")
     data["crops"] = check_crops(data.get("crops"), data["spatial_dims"])
-    _check_options(recipe)
-    return recipe
+
+
+def _check_parts(recipe: dict) -> None:
+    """Each part of a ``mixed`` source is checked as a ``data`` section of its own, errors naming
+    ``data.parts[i].<key>``; a part of a dimensionality the encoder cannot take is refused here."""
+    from .data.sources.mixed import mixed_parts
+
+    for i, (_, _, part) in enumerate(mixed_parts(recipe["data"])):
+        prefix = f"data.parts[{i}]."
+        declared = {k: v for k, v in part.items() if k in {f.name for f in fields(DataSection)}}
+        check_options(DataSection, declared, prefix, "data part")
+        unknown = sorted(set(part) - set(DEFAULTS["data"]))
+        if unknown:
+            raise RecipeError(f"unknown data keys {unknown}", f"{prefix}{unknown[0]}")
+        if get_source(part["source"]).kind not in ("image", "image_text"):
+            raise RecipeError(f"a part is an image or image-report source, got {part['source']!r}", f"{prefix}source")
+        _check_dims(part, prefix)
+        try:
+            check_source_options(part)
+        except MedrepError as exc:  # name the part's key, not the run's
+            where = str(exc.where or "")
+            raise RecipeError(str(exc).removeprefix(f"{where}: "), where.replace("data.", prefix, 1)) from exc
+        if part["spatial_dims"] != recipe["model"]["spatial_dims"] and recipe["model"]["name"] != "vit2d3d":
+            raise RecipeError(f"a {part['spatial_dims']}D part needs an encoder for both dimensionalities (model.name: vit2d3d); "
+                              f"{recipe['model']['name']} is {recipe['model']['spatial_dims']}D", f"{prefix}spatial_dims")
 
 
 def _check_options(recipe: dict) -> None:

@@ -52,11 +52,12 @@ def test_the_tables_and_the_parser_name_the_same_commands():
 
 def test_shared_options_keep_each_command_default():
     parser = build_parser()
-    needs_data = ("segment", "taskmap")
-    batch = {task: parser.parse_args(["evaluate", task, "--run" if task in ("registration", "retrieval", "zeroshot") else "--encoder",
+    needs_data, needs_run = ("segment", "taskmap", "slices", "consistency"), ("registration", "retrieval", "zeroshot", "slices")
+    batch = {task: parser.parse_args(["evaluate", task, "--run" if task in needs_run else "--encoder",
                                       "x", *(["--data", "d"] if task in needs_data else [])]).batch_size for task in EVALUATIONS}
     assert batch == {"linear": 256, "knn": 256, "finetune": 48, "map": 256, "regions": 64, "distance": 64, "segment": 4, "registration": 8,
-                     "retrieval": 32, "zeroshot": 32, "taskmap": 128}
+                     "retrieval": 32, "zeroshot": 32, "taskmap": 128, "slices": 8,
+                     "consistency": 64}
     assert parser.parse_args(["embed", "--encoder", "x", "--out", "f.npz"]).batch_size == 256
     assert parser.parse_args(["demo"]).out == "runs/demo"
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from medrep.data.datasets.image_text import ImageTextRow, read_image_text_manifest
-from medrep.data.datasets.image_text_dataset import ImageTextDataset, collate_image_text
+from medrep.data.datasets.image_text_dataset import ImageTextDataset, PackedRows, collate_image_text
 from medrep.data.datasets.preprocess import Preprocess
 from medrep.data.io.reports import PLACEHOLDER, clean_text, read_text_file, report_text, split_sections, split_sentences
 from medrep.data.sources.iu_xray import iu_xray_pairs
@@ -264,6 +264,18 @@ def _study_rows(tmp_path: Path) -> list[ImageTextRow]:
             ImageTextRow(other, "Effusion.", "s2", "test", "p2", "effusion")]
 
 
+def test_packed_rows_give_back_the_rows(tmp_path):
+    """The dataset keeps its rows as bytes (a forked worker then copies none of them) and gives
+    back equal rows: by index, negative index and slice; past the end is an IndexError."""
+    rows = _study_rows(tmp_path)
+    packed = PackedRows(rows)
+    assert len(packed) == 2 and list(packed) == rows and packed[-1] == rows[1] and packed[0:1] == rows[:1]
+    with pytest.raises(IndexError):
+        packed[2]
+    dataset = ImageTextDataset(rows, split="test")
+    assert isinstance(dataset.rows, PackedRows) and list(dataset.rows) == rows[1:] and len(PackedRows([])) == 0
+
+
 def test_dataset_train_draws_and_eval(tmp_path):
     rows = _study_rows(tmp_path)
     none = Preprocess(intensity="none")
@@ -278,10 +290,12 @@ def test_dataset_train_draws_and_eval(tmp_path):
     assert item["sentences"] == ["Heart normal.", "Lungs clear."] and item["study"] == "s1" and int(item["label"]) == 1
     batch = collate_image_text([item, ImageTextDataset(rows, none, split="train", seed=3)[0]])
     assert batch["image"].shape == (2, 1, 8, 8) and batch["text"][0] == "Heart normal. Lungs clear."
+    assert torch.equal(batch["spacing"], torch.ones(2, 2))  # PNGs: 1 mm assumed
     evals = ImageTextDataset(rows, Preprocess(intensity="none", size=8), train=False)
     assert [float(v) for v in evals[0]["images"].amax(dim=(1, 2, 3))] == [10.0, 20.0, 30.0]
     batch = collate_image_text([evals[0], evals[1]])
     assert batch["images"].shape == (4, 1, 8, 8) and batch["image_study"].tolist() == [0, 0, 0, 1]
+    assert batch["spacing"].shape == (4, 2) and torch.allclose(batch["spacing"][3], torch.tensor([0.75, 0.75]))  # 6 px -> 8
     assert torch.equal(batch["label"], torch.tensor([1, 0]))
     with pytest.raises(DataError, match="data.size"):
         collate_image_text([ImageTextDataset(rows, none)[0], ImageTextDataset(rows, none)[1]])

@@ -18,6 +18,7 @@ import torch
 
 from medrep.data import Source, build_dataset, get_source, source_names
 from medrep.data.sources import read_pairs, registry
+from medrep.data.sources.mixed import mixed_parts
 from medrep.engine import build_loader
 from medrep.errors import MedrepError, RecipeError
 from medrep.recipe import load_recipe
@@ -37,9 +38,18 @@ def example(name: str, root: Path, spatial_dims: int = 2) -> dict[str, Any]:
     return data
 
 
+#: a mixed source's parts hold 2D and 3D images: the one encoder for both, tiny
+VIT2D3D = {"name": "vit2d3d", "img_size": 32, "depth": 8, "patch_size": 8, "hidden_size": 16, "mlp_dim": 32, "num_layers": 1,
+           "num_heads": 2, "select_k": 2}
+
+
 def recipe(data: dict[str, Any], spatial_dims: int, **extra) -> dict:
     """The recipe a user would write to pretrain on ``data`` (a text method for image-report sources)."""
     kind = get_source(data["source"]).kind
+    if kind == "mixed":
+        tiny = {"dino_out": 16, "dino_hidden_dim": 16, "dino_bottleneck_dim": 8, "embed_dim": 16, "proj_hidden_dim": 16}
+        return load_recipe({"method": {"name": "unimedi", **tiny}, "model": {**VIT2D3D, "spatial_dims": spatial_dims},
+                            "data": {**data, "batch_size": 2, **extra}})
     method = {"image_text": "convirt", "tasks": "taco"}.get(kind, "simclr")
     channels = 6 if kind == "tasks" else 1  # a task sample is [input, target], 3 channels each
     return load_recipe({"method": {"name": method}, "model": {"name": "resnet10", "spatial_dims": spatial_dims, "in_channels": channels},
@@ -58,6 +68,8 @@ def read_everything(data: dict[str, Any], spatial_dims: int) -> list[str]:
         return [dataset[i]["meta"]["path"] for i in range(len(dataset))]
     if source.kind == "tasks":  # the images the samples are drawn from are read when the data set is built
         return [s.id for s in build_dataset(full).slices]
+    if source.kind == "mixed":
+        return [p for part in mixed_parts(full, expand=True) for p in read_everything(part[2], part[2]["spatial_dims"])]
     dataset = build_dataset(full, train=False)
     return [path for i in range(len(dataset)) for path in dataset[i]["meta"]["paths"]]
 
@@ -116,6 +128,12 @@ def test_example_builds_a_batch(name, spatial_dims, tmp_path):
         return
     loader = build_loader(recipe(data, spatial_dims))
     batch = next(iter(loader))
+    if source.kind == "mixed":  # one sub-batch per part, each of its own source's shape
+        parts = mixed_parts(recipe(data, spatial_dims)["data"])
+        assert [p["name"] for p in batch["parts"]] == [name for name, _, _ in parts]
+        for part, (_, _, section) in zip(batch["parts"], parts):
+            assert part["image"].ndim == 2 + section["spatial_dims"] and part["image"].shape[0] == 1 and len(part["text"]) == 1
+        return
     image = batch["image"]
     assert image.dtype == torch.float32 and image.ndim == 2 + spatial_dims and image.shape[0] == 2, image.shape
     assert torch.isfinite(image).all()

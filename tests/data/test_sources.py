@@ -56,7 +56,7 @@ def test_no_data_module_imports_recipe_or_evaluate():
 
 def test_every_source_is_registered_once_with_its_kind():
     assert set(source_names("image")) == {"medmnist", "folder", "manifest", "slices"}
-    assert set(source_names("image_text")) == {"image_text", "medpix2", "iu_xray", "mimic_cxr"}
+    assert set(source_names("image_text")) == {"image_text", "medpix2", "iu_xray", "mimic_cxr", "colin27-regions", "ct_rate"}
     assert set(source_names("segmentation")) == {"colin27-lobes"}
     assert set(source_names("tasks")) == {"tasks"} and get_source("tasks").collate is collate
     assert get_source("medmnist").collate is collate and get_source("mimic_cxr").collate is collate_image_text
@@ -77,9 +77,10 @@ def test_every_source_is_registered_once_with_its_kind():
 def test_the_recipe_and_the_engine_ask_the_registry():
     recipe = load_recipe({"method": {"name": "simclr"}})
     assert recipe["data"]["text_field"] == "caption" and recipe["data"]["class_folders"] is False
-    for source in source_names(("image", "image_text")):
-        load_recipe({"method": {"name": "simclr"}, "data": {"source": source}})
-    with pytest.raises(RecipeError, match="^data.source: must be one of .*mimic_cxr, tasks, got 'colin27-lobes'"):
+    for source in source_names(("image", "image_text")):  # in a model of the dimensionality the source holds
+        dims = get_source(source).supported_dims[0]
+        load_recipe({"method": {"name": "simclr"}, "model": {"name": "resnet18", "spatial_dims": dims}, "data": {"source": source}})
+    with pytest.raises(RecipeError, match="^data.source: must be one of .*mimic_cxr, .*tasks, mixed, got 'colin27-lobes'"):
         load_recipe({"method": {"name": "simclr"}, "data": {"source": "colin27-lobes"}})
 
 

@@ -65,3 +65,35 @@ def test_two_process_ddp_taco_with_its_batch_sampler(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_unimedi_on_mixed_2d_and_3d_parts(tmp_path):
+    """UniMedI's mixed batches under Lightning's DDP: the part sampler rebuilt over a DistributedSampler,
+    CLIP gathered and DINO centres reduced across ranks, and no unused parameter (no find_unused_parameters)."""
+    import yaml
+    from helpers import require_text_model
+
+    from medrep.data.sources.mixed import mixed_example
+
+    require_text_model()
+    recipe = {
+        "method": {"name": "unimedi", "dino_out": 16, "dino_hidden_dim": 16, "dino_bottleneck_dim": 8, "embed_dim": 16,
+                   "proj_hidden_dim": 16, "max_length": 32},
+        "model": {"name": "vit2d3d", "img_size": 32, "depth": 8, "patch_size": 8, "hidden_size": 16, "mlp_dim": 32, "num_layers": 1,
+                  "num_heads": 2, "select_k": 2},
+        "data": mixed_example(tmp_path / "data") | {"batch_size": 4},
+    }
+    (tmp_path / "unimedi.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    probe = tmp_path / "medrep_probe.py"
+    probe.write_text(PROBE)
+    cmd = [sys.executable, str(probe), "pretrain", "--recipe", str(tmp_path / "unimedi.yaml"), f"trainer.output_dir={run}",
+           "trainer.max_steps=2", "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+           "trainer.checkpoint_every_n_steps=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 2 and state["state_dict"]["method.cls_center"].abs().sum() > 0

@@ -33,6 +33,7 @@ import torch
 from helpers import tiny_tree_for
 
 from medrep.data.sources import get_source
+from medrep.data.sources.mixed import mixed_parts
 from medrep.engine import build_loader, pretrain
 from medrep.errors import RecipeError
 from medrep.methods import available_methods, build_method, get_method
@@ -90,7 +91,24 @@ def test_every_method_has_a_bundled_recipe(method):
 
 
 def _small(recipe: dict, root: Path, spatial_dims: int) -> dict:
-    """``recipe`` pointed at a tiny tree of its own source kind, with only the data shrunk (see BATCH, SIZE)."""
+    """``recipe`` pointed at a tiny tree of its own source kind, with only the data shrunk (see BATCH, SIZE);
+    a mixed source gets a tiny tree per part, each shrunk as a data section of its own."""
+    recipe = copy.deepcopy(recipe)
+    if get_source(recipe["data"]["source"]).kind == "mixed":
+        recipe["data"].update(batch_size=min(recipe["data"]["batch_size"], BATCH), num_workers=0)
+        parts = []
+        for i, (name, weight, section) in enumerate(mixed_parts(recipe["data"], expand=True)):
+            section["batch_size"] = recipe["data"]["batch_size"]  # items its tiny tree holds
+            part = _small_data({**recipe, "data": section}, root / f"part{i}", section["spatial_dims"])
+            parts.append({k: v for k, v in part.items() if k != "batch_size"} | {"name": name, "weight": weight})
+        recipe["data"]["parts"] = parts
+        return load_recipe(recipe)
+    recipe["data"] = _small_data(recipe, root, spatial_dims)
+    return load_recipe(recipe)
+
+
+def _small_data(recipe: dict, root: Path, spatial_dims: int) -> dict:
+    """The shrunk ``data`` section of :func:`_small`, pointed at its tiny tree."""
     recipe = copy.deepcopy(recipe)
     data, crops = recipe["data"], recipe["data"]["crops"]
     data["num_workers"] = 0  # in-process loading; the batch is the same
@@ -113,7 +131,7 @@ def _small(recipe: dict, root: Path, spatial_dims: int) -> dict:
             img_size = recipe["model"]["img_size"]
             side = img_size if isinstance(img_size, int) else img_size[0]
     data.update(tiny_tree_for(recipe, root / "data", spatial_dims, side))
-    return load_recipe(recipe)
+    return data
 
 
 def _batch(recipe: dict) -> dict:
@@ -163,6 +181,8 @@ def test_recipe_method_steps_on_its_data(name, tmp_path):
 TINY = {
     "unet": {"name": "unet", "channels": [4, 8, 8, 16, 16], "groups": 4},
     "vit": {"name": "vit", "patch_size": 8, "hidden_size": 32, "mlp_dim": 64, "num_layers": 2, "num_heads": 2},
+    "vit2d3d": {"name": "vit2d3d", "patch_size": 8, "hidden_size": 32, "mlp_dim": 64, "num_layers": 2, "num_heads": 2, "depth": 16,
+                "select_k": 2},
     # a stride-1 stem without max-pool keeps a 4x4 (2D) / 2x2x2 (3D) map: methods reading local tokens see several
     "resnet": {"name": "resnet10", "widen_factor": 0.25, "conv1_t_stride": 1, "no_max_pool": True},
 }
@@ -170,9 +190,9 @@ TINY = {
 
 def _tiny_model(cls, model: dict, spatial_dims: int) -> dict:
     """From the method's capabilities and the recipe's model family, never from the method's name."""
-    family = "unet" if cls.needs_dense else "vit" if model["name"] == "vit" else "resnet"
+    family = "unet" if cls.needs_dense else model["name"] if model["name"] in ("vit", "vit2d3d") else "resnet"
     return {**TINY[family], "spatial_dims": spatial_dims, "in_channels": model.get("in_channels", 1),
-            **({"img_size": NATIVE[spatial_dims]} if family == "vit" else {})}
+            **({"img_size": NATIVE[spatial_dims]} if family != "resnet" and family != "unet" else {})}
 
 
 def _first_recipe(method: str) -> dict:

@@ -34,6 +34,8 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None = None, transform=
     access (pretraining), False all of them (retrieval pools them per study).
     """
     source = get_source(data_cfg.get("source", "medmnist"), PRETRAIN_KINDS)
+    if source.kind == "mixed":  # each part reads its own split unless one is asked for
+        return source.mixed(data_cfg, split)
     split = data_cfg.get("split") if split is None else split
     if source.kind == "tasks":
         if transform is not None or check_crops(data_cfg.get("crops")) is not None:

@@ -133,16 +133,21 @@ def write_ct_series(
 
 
 def write_nifti(path: str | Path, array: np.ndarray, spacing: Sequence[float] = (0.5, 0.8, 2.0),
-                origin: Sequence[float] | None = None) -> Path:
+                origin: Sequence[float] | None = None, affine: np.ndarray | None = None) -> Path:
     """A NIfTI file with a diagonal affine of the given voxel sizes (anisotropic by default) and the
-    world position of voxel 0 (``origin``, default 0)."""
+    world position of voxel 0 (``origin``, default 0); a 4x4 ``affine`` replaces both (a crop of a
+    real volume keeps its axis directions), its column lengths becoming the voxel sizes."""
     import nibabel as nib
 
     array = np.asarray(array)
-    spatial = [float(s) for s in spacing][: min(array.ndim, 3)]
-    affine = np.diag([*spatial, *([1.0] * (3 - len(spatial))), 1.0])
-    if origin is not None:
-        affine[:3, 3] = [float(v) for v in origin]
+    if affine is not None:
+        affine = np.asarray(affine, dtype=np.float64)
+        spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist()
+    else:
+        spatial = [float(s) for s in spacing][: min(array.ndim, 3)]
+        affine = np.diag([*spatial, *([1.0] * (3 - len(spatial))), 1.0])
+        if origin is not None:
+            affine[:3, 3] = [float(v) for v in origin]
     img = nib.Nifti1Image(array, affine)
     img.header.set_zooms(tuple(float(s) for s in spacing[: array.ndim]))
     path = Path(path)

@@ -42,6 +42,11 @@ def logs_this_step(trainer: pl.Trainer) -> bool:
     return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
 
 
+def batch_size(batch: dict) -> int:
+    """Images in a batch; a mixed source's batch holds one sub-batch per part."""
+    return sum(part["image"].shape[0] for part in batch["parts"]) if "parts" in batch else batch["image"].shape[0]
+
+
 class MethodModule(pl.LightningModule):
     def __init__(self, method: Method, optim: dict):
         super().__init__()
@@ -56,10 +61,12 @@ class MethodModule(pl.LightningModule):
         # the progress bar reads it when it refreshes: a reference costs nothing, a per-step .item() is a GPU sync
         self.last_loss = losses["loss"].detach()
         if logs_this_step(self.trainer):
-            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch["image"].shape[0])
+            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size(batch))
         return losses["loss"]
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and set(batch) == {"parts"}:  # a mixed source: each part as a batch of its own
+            return {"parts": [self.transfer_batch_to_device(part, device, dataloader_idx) for part in batch["parts"]]}
         if not isinstance(batch, dict) or not HOST_KEYS.intersection(batch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         moved = super().transfer_batch_to_device({k: v for k, v in batch.items() if k not in HOST_KEYS}, device, dataloader_idx)

@@ -38,17 +38,19 @@ def build_loader(recipe: dict, split: str | None = None, shuffle: bool = True, d
         raise RecipeError(f"is larger than the data set ({len(dataset)} samples)", "data.batch_size")
     workers = data["num_workers"]
     batches = getattr(dataset, "batch_sampler_class", None)
+    # a data set over several sources batches each part with that source's collate
+    collate = getattr(dataset, "collate_fn", None) or get_source(data["source"]).collate
     if batches is not None:
         # a data set that owns its batching (TaCo's P tasks x K draws); the class keeps BatchSampler's
         # signature, so under DDP Lightning rebuilds it over a DistributedSampler
         sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         return DataLoader(dataset, batch_sampler=batches(sampler, data["batch_size"], drop_last), num_workers=workers,
-                          collate_fn=get_source(data["source"]).collate, persistent_workers=workers > 0,
+                          collate_fn=collate, persistent_workers=workers > 0,
                           pin_memory=torch.cuda.is_available())
     # the source's batching: image-report batches keep their texts as strings, the method tokenises them
     return DataLoader(
         dataset, batch_size=data["batch_size"], shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-        collate_fn=get_source(data["source"]).collate, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        collate_fn=collate, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -145,7 +147,7 @@ def pretrain(recipe: dict, resume: bool = False, extra_callbacks: list | None = 
     ours = not is_distributed()  # a group that exists already is the caller's (their own torchrun script) to keep
     pl.seed_everything(t["seed"], workers=True, verbose=False)
     name = recipe["method"]["name"]
-    if get_method(name).needs_text and get_source(recipe["data"]["source"]).kind != "image_text":
+    if get_method(name).needs_text and get_source(recipe["data"]["source"]).kind not in ("image_text", "mixed"):
         raise RecipeError(f"method {name!r} trains on image-report pairs: use one of {', '.join(source_names('image_text'))}, "
                           f"not {recipe['data']['source']!r}", "data.source")
     kind = get_source(recipe["data"]["source"]).kind

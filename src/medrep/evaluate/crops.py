@@ -57,10 +57,11 @@ def scale_volume(image: torch.Tensor, preprocess: dict[str, Any] | None, overrid
 
 
 def check_encoder_input(encoder: torch.nn.Module, crop_shape: tuple[int, ...]) -> None:
-    """A fixed-size encoder (ViT ``img_size``) must get crops of its size."""
+    """A fixed-size encoder (ViT ``img_size``) must get crops of its size (vit2d3d's is a largest size:
+    it checks its own inputs)."""
     config = getattr(encoder, "config", {}) or {}
     img = config.get("img_size")
-    if img is None:
+    if img is None or getattr(encoder, "flexible_size", False):
         return
     dims = getattr(encoder, "spatial_dims", len(crop_shape))
     sizes = list(crop_shape) if len(crop_shape) == dims else [s for s in crop_shape if s != 1]

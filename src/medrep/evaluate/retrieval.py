@@ -189,9 +189,12 @@ def evaluate_retrieval(
     return out
 
 
-def run_data_config(run_dir: str | Path, size: Sequence[int] | None = None) -> dict[str, Any]:
+def run_data_config(run_dir: str | Path, size: Sequence[int] | None = None, source: str | None = None) -> dict[str, Any]:
     """The run's recipe ``data`` section (how images were prepared in pretraining), with
-    ``spatial_dims`` resolved from the model; ``size`` overrides the resize (one value for every axis)."""
+    ``spatial_dims`` resolved from the model; ``size`` overrides the resize (one value for every axis).
+    A run on a ``mixed`` source gives the part read from ``source`` (e.g. ``medpix2``), else its first
+    part: the preprocessing of the images the evaluation reads."""
+    from ..data.sources.mixed import mixed_parts
     from ..recipe import load_recipe
 
     path = Path(run_dir) / "recipe.yaml"
@@ -199,6 +202,9 @@ def run_data_config(run_dir: str | Path, size: Sequence[int] | None = None) -> d
         raise MedrepError(f"not a run folder (no recipe.yaml in {run_dir})", "--run")
     recipe = load_recipe(path)
     data = dict(recipe["data"])
+    if data["source"] == "mixed":
+        parts = [section for _, _, section in mixed_parts(data, expand=True)]
+        data = dict(next((p for p in parts if p["source"] == source), parts[0]))
     data["spatial_dims"] = data.get("spatial_dims") or recipe["model"].get("spatial_dims", 2)
     if size is not None:
         dims = int(data["spatial_dims"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -13,6 +12,7 @@ from torch import nn
 
 from ..losses import byol_loss
 from ..models import Backbone, MLPHead
+from ..models.ema import cosine_momentum, ema_update
 from ..options import Fraction, PositiveInt
 from .base import Method
 from .registry import register_method
@@ -45,9 +45,8 @@ class BYOL(Method):
         self._ema_step = -1
 
     def momentum_at(self, step: int, max_steps: int) -> float:
-        """``1 - (1 - base) * (cos(pi * step / max_steps) + 1) / 2``: base at 0, 1 at ``max_steps``."""
-        progress = min(1.0, step / max(1, max_steps))
-        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * progress) + 1) / 2
+        """``base_momentum`` at step 0 rising to 1 at ``max_steps`` (cosine)."""
+        return cosine_momentum(self.base_momentum, step, max_steps)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(batch["image"])
@@ -66,5 +65,4 @@ class BYOL(Method):
         self.momentum = self.momentum_at(step, max_steps)
         online = chain(self.encoder.parameters(), self.projector.parameters())
         target = chain(self.target_encoder.parameters(), self.target_projector.parameters())
-        for o, t in zip(online, target, strict=True):
-            t.lerp_(o.detach(), 1 - self.momentum)
+        ema_update(online, target, self.momentum)

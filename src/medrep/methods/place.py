@@ -95,7 +95,7 @@ class SentenceBatch:
         real = (offsets[..., 1] > offsets[..., 0]) & encoded["attention_mask"].bool()  # special and padding tokens: no sentence
         for b, spans in enumerate(ranges):
             bounds = torch.tensor(spans)  # (S, 2) character ranges, in order
-            k = torch.searchsorted(bounds[:, 0].contiguous(), offsets[b, :, 0], right=True) - 1
+            k = torch.searchsorted(bounds[:, 0].contiguous(), offsets[b, :, 0].contiguous(), right=True) - 1
             inside = real[b] & (k >= 0) & (offsets[b, :, 0] < bounds[k.clamp(min=0), 1])
             owner[b, inside] = k[inside]
         onehot = torch.zeros(len(texts), width, length)

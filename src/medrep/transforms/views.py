@@ -76,11 +76,18 @@ class ViewAugment(nn.Module):
             raise RecipeError(f"must be 2 or 3, got {spatial_dims!r}", "spatial_dims")
         self.spatial_dims = int(spatial_dims)
         sd = self.spatial_dims
+        # kept so that a method training on 2D and 3D inputs builds the same views in the other dimensionality
+        self.options = dict(crop_scale=crop_scale, rotate_deg=rotate_deg, flip=flip, brightness=brightness, contrast=contrast,
+                            gamma=gamma, noise_std=noise_std, blur_prob=blur_prob, blur_sigma=blur_sigma, cutout_prob=cutout_prob)
         self.crop = RandomResizedCropAffine(sd, scale=crop_scale, rotate_deg=rotate_deg, flip=flip)
         self.intensity = RandomIntensity(sd, brightness=brightness, contrast=contrast, gamma=gamma)
         self.blur = RandomGaussianBlur(sd, sigma=blur_sigma, prob=blur_prob)
         self.noise = RandomGaussianNoise(sd, std=noise_std, prob=0.5)
         self.cutout = RandomCutout(sd, prob=cutout_prob)
+
+    def for_dims(self, spatial_dims: int) -> ViewAugment:
+        """The same augmentation for ``spatial_dims`` inputs (itself when that is its own)."""
+        return self if spatial_dims == self.spatial_dims else ViewAugment(spatial_dims, **self.options)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_input(x, self.spatial_dims)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from medrep.cli import options
-from medrep.cli.evaluate import dense, finetune, maps, probe, spatial, taskmap, vlp
+from medrep.cli.evaluate import dense, finetune, maps, probe, slices, spatial, taskmap, vlp
 
 
 class Evaluation(NamedTuple):
@@ -29,6 +29,8 @@ EVALUATIONS: dict[str, Evaluation] = {
     "retrieval": Evaluation(vlp.add_retrieval, vlp.run_retrieval),
     "zeroshot": Evaluation(vlp.add_zeroshot, vlp.run_zeroshot),
     "taskmap": Evaluation(taskmap.add_taskmap, taskmap.run_taskmap),
+    "slices": Evaluation(slices.add_slices, slices.run_slices),
+    "consistency": Evaluation(slices.add_consistency, slices.run_consistency),
 }
 
 

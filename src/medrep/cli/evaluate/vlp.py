@@ -71,12 +71,13 @@ def add_zeroshot(tasks) -> argparse.ArgumentParser:
     return _add(tasks, "zeroshot", "zero-shot classification from class prompts, beside a linear probe", EPILOG_ZEROSHOT, t)
 
 
-def _load_run(run: str) -> tuple[Any, dict]:
-    """The run's method, checked to embed images and text, and its recipe's data section."""
+def _load_run(run: str, source: str | None = None) -> tuple[Any, dict]:
+    """The run's method, checked to embed images and text, and its recipe's data section (a mixed
+    run's part of ``source``)."""
     from medrep.checkpoint import load_method
     from medrep.evaluate.retrieval import check_vlp, run_data_config
 
-    cfg = run_data_config(run)  # refuses a folder without recipe.yaml, naming --run
+    cfg = run_data_config(run, source=source)  # refuses a folder without recipe.yaml, naming --run
     method = load_method(run)
     check_vlp(method, "--run")
     return method, cfg
@@ -129,9 +130,9 @@ def run_retrieval(args) -> int:
 
     if min(args.ks) < 1:
         raise MedrepError(f"must be positive, got {args.ks}", "--ks")
-    method, cfg = _load_run(args.run)
+    method, cfg = _load_run(args.run, args.data)
     if args.size:
-        cfg = run_data_config(args.run, args.size)
+        cfg = run_data_config(args.run, args.size, args.data)
     rows, info, case_by, default_split = _pairs(args, cfg)
     split = args.split or default_split
     levels = ("image", "case") if args.level == "both" else (args.level,)
@@ -161,9 +162,9 @@ def run_zeroshot(args) -> int:
     templates = check_templates(args.templates or TEMPLATES.get(args.target, GENERIC_TEMPLATES))
     if args.data == "medpix2" and args.target is None:
         raise MedrepError("needed with --data medpix2: modality, plane, region or location", "--target")
-    method, cfg = _load_run(args.run)
+    method, cfg = _load_run(args.run, args.data)
     if args.size:
-        cfg = run_data_config(args.run, args.size)
+        cfg = run_data_config(args.run, args.size, args.data)
     if args.data == "medpix2":
         from medrep.data.sources import source_path
 

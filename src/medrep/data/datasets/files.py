@@ -142,7 +142,7 @@ def scan_folder(root: str | Path, spatial_dims: int | None = None) -> list[tuple
 
 
 class FolderDataset(FileDataset):
-    """All readable images under ``root`` (see :func:`scan_folder`).
+    """All readable images under ``root`` (see :func:`scan_folder`), or ``root`` alone when it is an image file.
 
     With ``class_folders=True`` each immediate subfolder of ``root`` is a class: its images get
     the label ``classes.index(subfolder name)`` (classes sorted by name); images directly in
@@ -160,9 +160,12 @@ class FolderDataset(FileDataset):
         cache: bool = False,
     ):
         self.root = str(root)
-        if not os.path.isdir(self.root):
-            raise DataError("no such folder" if not os.path.exists(self.root) else "not a folder", self.root)
-        items = scan_folder(self.root, spatial_dims)
+        single = os.path.isfile(self.root) and image_format(self.root) is not None  # one volume, e.g. a CT to crop from
+        if not (os.path.isdir(self.root) or single):
+            raise DataError("no such folder" if not os.path.exists(self.root) else "not a folder or an image file", self.root)
+        if single and class_folders:
+            raise DataError("class folders need a folder, not one image file", self.root)
+        items = [(self.root, None)] if single else scan_folder(self.root, spatial_dims)
         if not items:
             raise DataError("no image files found (looked for DICOM, NIfTI, PNG/JPEG/TIFF/BMP)", self.root)
         self.classes: list[str] = []

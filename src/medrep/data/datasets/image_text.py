@@ -50,9 +50,11 @@ class Tally:
         self.skipped: Counter = Counter()
         self.examples: dict[str, list[str]] = {}
 
-    def bad(self, reason: str, study: str, where: str | Path) -> None:
+    def bad(self, reason: str, study: str, where: str | Path, detail: str = "") -> None:
+        """``reason`` is what is counted; ``detail`` (which volume, which line) only joins the error."""
         if not self.skip_bad:
-            raise DataError(f"study {study}: {reason} (skip_bad=True leaves such studies out and counts them)", where)
+            said = f"{reason} ({detail})" if detail else reason
+            raise DataError(f"study {study}: {said} (skip_bad=True leaves such studies out and counts them)", where)
         self.skipped[reason] += 1
         self.examples.setdefault(reason, [])
         if len(self.examples[reason]) < 5:

@@ -106,23 +106,31 @@ def check_halves_disjoint(ranges: dict[str, tuple[int, int]], midline: float, ga
             raise MedrepError(f"the {name} half {ranges[name]} reaches the midline at index {midline:.1f} (gap {gap})", NAME)
 
 
-def colin27_lobes(volumes_dir: str | Path | None = None, spatial_dims: int = 3, gap: int = 4, margin: int = 8,
-                  percentiles: tuple[float, float] = PERCENTILES) -> SegTask:
-    """The two hemispheres of Colin27 as train (left) and test (right) items, 3D or sagittal slices."""
+def read_colin27(volumes_dir: str | Path | None, name: str = NAME) -> tuple[Path, dict[str, Any], np.ndarray]:
+    """The folder of :data:`FILES` (default ``$MEDREP_DATA/volumes``), the T1 sample and the AAL ids,
+    checked to lie on one grid; ``name`` (the source reading them) is named when a file is missing."""
     from ..io.readers import read_image
 
     folder = Path(volumes_dir) if volumes_dir is not None else default_volumes_dir()
     if folder is None:
         raise MedrepError("$MEDREP_DATA is not set: give the folder holding " + ", ".join(FILES), "--volumes")
-    for name in FILES:
-        if not (folder / name).is_file():
-            raise DataError(f"{NAME} needs {', '.join(FILES)}; {name} is missing", folder / name)
+    for file in FILES:
+        if not (folder / file).is_file():
+            raise DataError(f"{name} needs {', '.join(FILES)}; {file} is missing", folder / file)
+    t1, aal = read_image(folder / FILES[0], 3), read_image(folder / FILES[1], 3)
+    atlas = aal["image"][0].numpy().astype(np.int64)
+    if tuple(t1["image"].shape[1:]) != atlas.shape or not np.allclose(t1["meta"]["affine"], aal["meta"]["affine"], atol=1e-3):
+        raise DataError("the atlas is not on the T1's grid", folder / FILES[1])
+    return folder, t1, atlas
+
+
+def colin27_lobes(volumes_dir: str | Path | None = None, spatial_dims: int = 3, gap: int = 4, margin: int = 8,
+                  percentiles: tuple[float, float] = PERCENTILES) -> SegTask:
+    """The two hemispheres of Colin27 as train (left) and test (right) items, 3D or sagittal slices."""
     if spatial_dims not in (2, 3):
         raise MedrepError(f"must be 2 or 3, got {spatial_dims!r}", "--spatial-dims")
-    t1, aal = read_image(folder / FILES[0], 3), read_image(folder / FILES[1], 3)
-    image, atlas = t1["image"][0].numpy(), aal["image"][0].numpy().astype(np.int64)
-    if image.shape != atlas.shape or not np.allclose(t1["meta"]["affine"], aal["meta"]["affine"], atol=1e-3):
-        raise DataError("the atlas is not on the T1's grid", folder / FILES[1])
+    folder, t1, atlas = read_colin27(volumes_dir)
+    image = t1["image"][0].numpy()
     labels, class_names = lobe_map(atlas, folder / FILES[2])
     midline, direction = midline_index(np.asarray(t1["meta"]["affine"]), image.shape)
     box = _crop_box(labels, margin)

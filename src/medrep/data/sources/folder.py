@@ -19,6 +19,8 @@ from .registry import Source, register_source, source_path
 
 def folder_images(data: dict[str, Any], split: str | None, **common) -> FolderDataset:
     root = source_path("folder", data)
+    if root.is_file():  # one image file: no splits
+        return FolderDataset(root, class_folders=bool(data.get("class_folders", False)), **common)
     if split is not None and (root / split).is_dir():
         root = root / split
     elif split not in (None, data.get("split")):

@@ -20,6 +20,8 @@ adding a source is adding one file. Three kinds, each with its own builder:
   retrieval or zero-shot evaluation, so both read a source the same way.
 - ``segmentation``: ``task(data)`` returns a :class:`~medrep.data.datasets.segmentation.SegTask`
   (train and test image/mask items) for the dense evaluation; not a pretraining source.
+- ``mixed``: ``mixed(data, split)`` returns a dataset over several sources' parts (one run on 2D
+  and 3D data, :mod:`medrep.data.sources.mixed`); it owns its batching and collate.
 - ``tasks``: ``task_samples(data, split)`` returns TaCo's task samples (a
   :class:`~medrep.tasks.pairs.TaskPairs`: channel-stacked (input, target) pairs with ``task``,
   ``family``, ``dataset`` and ``failure`` keys); only methods with ``needs_tasks`` train on them.
@@ -45,10 +47,10 @@ from typing import Any
 
 from ...errors import DataError, MedrepError
 
-KINDS = ("image", "image_text", "segmentation", "tasks")
+KINDS = ("image", "image_text", "segmentation", "tasks", "mixed")
 #: kinds a recipe's ``data.source`` may name (segmentation sources are read by the dense evaluation only)
-PRETRAIN_KINDS = ("image", "image_text", "tasks")
-_BUILDERS = {"image": "images", "image_text": "pairs", "segmentation": "task", "tasks": "task_samples"}
+PRETRAIN_KINDS = ("image", "image_text", "tasks", "mixed")
+_BUILDERS = {"image": "images", "image_text": "pairs", "segmentation": "task", "tasks": "task_samples", "mixed": "mixed"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Source:
     pairs: Callable[[Path, dict[str, Any]], tuple[list, dict[str, Any]]] | None = None
     task: Callable[[dict[str, Any]], Any] | None = None
     task_samples: Callable[[dict[str, Any], str | None], Any] | None = None
+    mixed: Callable[[dict[str, Any], str | None], Any] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[dict[str, Any]], None] | None = None
     default_path: str | None = None
@@ -100,7 +103,8 @@ class Source:
 
     @property
     def collate(self) -> Callable | None:
-        """The DataLoader ``collate_fn`` for this source's datasets (None for segmentation tasks)."""
+        """The DataLoader ``collate_fn`` for this source's datasets (None for segmentation tasks, and
+        for mixed datasets, which carry their parts' own as ``collate_fn``)."""
         if self.kind in ("image", "tasks"):
             from ..datasets.collate import collate
 
