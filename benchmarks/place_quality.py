@@ -10,9 +10,11 @@ tower; ``--steps`` each). PLACE's ablation runs the same recipe with terms switc
 Scores, on the dev cases:
   quality    retrieval R@1/5/10 at image and case level (dev texts are caption+findings), zero-shot
              and linear probe on modality, plane and body region: ``vlp_quality.evaluate``, every run.
-  finetune   ``evaluate finetune`` on body region (5 classes) at 1/10/100 % of the train labels,
-             ``--finetune-seeds`` runs (10 % of the train cases as validation, dev as test), for the
-             pretraining seed-0 encoder of each row and random init.
+  finetune   ``evaluate finetune`` on body region (5 classes) at 1/10/100 % of the train labels
+             (10 % of the train cases as validation, dev as test), each pretraining seed's encoder (and
+             random init) fine-tuned with that seed (label subsets and head drawn with it; random init
+             is drawn with it too, so its rows are not one network scored thrice), or with
+             ``--finetune-seeds`` when given.
   dense      ``evaluate segment`` on the Colin27 lobe task (2D, left hemisphere -> right), each
              pretraining seed's encoder (and random init) fine-tuned with that seed through the U-Net
              decoder of :mod:`medrep.models.dense`.
@@ -95,7 +97,7 @@ def quality(run: str, seed: int, steps: int, out: Path) -> dict:
             "result": vq.evaluate(load_method(folder), run_data_config(folder), root)}
 
 
-def finetune(run: str, seed: int, steps: int, out: Path, finetune_seeds: list[int], epochs: int) -> dict:
+def finetune(run: str, seed: int, steps: int, out: Path, finetune_seeds: list[int] | None, epochs: int) -> dict:
     from transfer import medpix_target
 
     from medrep.evaluate.finetune import FinetuneOptions, evaluate_finetune
@@ -103,6 +105,7 @@ def finetune(run: str, seed: int, steps: int, out: Path, finetune_seeds: list[in
     data = medpix_target("region", out) | {"size": [128, 128], "percentiles": [1.0, 99.0]}
     random_init = run == "random-init"
     folder = encoder_dir("convirt" if random_init else run, seed, steps, out, train=False)
+    finetune_seeds = finetune_seeds or [seed]
     opts = FinetuneOptions(fractions=FRACTIONS, seeds=tuple(finetune_seeds), epochs=epochs, patience=3, progress=False)
     tuned = evaluate_finetune(folder / "encoder", data, opts, random_init=random_init)
     return {"fractions": {k: {m: v[m] for m in ("auroc", "accuracy", "n_train")} for k, v in tuned["fractions"].items()},
@@ -129,7 +132,7 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", default=["random-init", *RUNS])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--finetune-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--finetune-seeds", type=int, nargs="+", help="fine-tuning seeds (default: the pretraining seed)")
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--dense-steps", type=int, default=60)
     p.add_argument("--out", type=Path, default=Path("runs/place_quality"))
@@ -198,8 +201,8 @@ def collect(args) -> None:
         steps = sorted({r["steps"] for rec in runs.values() for r in rec["quality"]})
         write_section("place-quality", f"From `benchmarks/results/place_quality.json`: MedPix 2.0 train -> dev, text `{TEXT}`, "
                       f"{'/'.join(map(str, steps))} pretraining steps of the `convirt_medpix` budget per run; mean ± std over "
-                      "pretraining seeds (Dice: each seed's encoder, fine-tuned with that seed; fine-tuning: the seed-0 encoder, one "
-                      "fine-tuning seed; AUROC macro over classes).\n\n"
+                      "pretraining seeds (Dice and fine-tuning: each seed's encoder, fine-tuned with that seed; AUROC macro over "
+                      "classes).\n\n"
                       + format_table(rows, columns, markdown=True))
 
 
