@@ -108,8 +108,10 @@ def finetune(run: str, seed: int, steps: int, out: Path, finetune_seeds: list[in
     finetune_seeds = finetune_seeds or [seed]
     opts = FinetuneOptions(fractions=FRACTIONS, seeds=tuple(finetune_seeds), epochs=epochs, patience=3, progress=False)
     tuned = evaluate_finetune(folder / "encoder", data, opts, random_init=random_init)
+    # the encoder's last training losses: when an out folder is rebuilt, a seed is pretrained again and
+    # CPU runs are not bit-identical, so this says which encoder the quality and fine-tuning rows saw
     return {"fractions": {k: {m: v[m] for m in ("auroc", "accuracy", "n_train")} for k, v in tuned["fractions"].items()},
-            "epochs": epochs, "seeds": finetune_seeds}
+            "epochs": epochs, "seeds": finetune_seeds, "encoder_final_train": None if random_init else vq.final_train_log(folder)}
 
 
 def dense(run: str, seed: int, steps: int, out: Path, dense_steps: int) -> dict:

@@ -54,7 +54,8 @@ RUNS = {
     "no-distill": (PART_NAMES, {"cls_weight": 0.0, "patch_weight": 0.0}, {}),
 }
 BATCH, EVERY = 14, 50
-SELECTION_KEYS = ("k", "crops", "pairs", "partial_pairs", "all", "partial", "brain_spearman", "same_choice", "picked_slabs")
+SELECTION_KEYS = ("k", "crops", "pairs", "partial_pairs", "all", "partial", "brain_spearman", "same_choice", "picked_slabs",
+                  "score_spread")
 
 
 def prepared(out: Path) -> Path:
@@ -269,7 +270,8 @@ def collect(args) -> None:
                 selection_rows.append({"run": run, "seed": r["seed"], "step": int(step), "pairs": hits["partial_pairs"],
                                        **{rule: f"{hits['partial'][rule]:.3f}" for rule in ("attentive", "random", "central", "best")},
                                        "score ~ brain (Spearman)": f"{hits['brain_spearman']:.2f}" if hits.get("brain_spearman") is not None
-                                       else "-", "same set": f"{hits['same_choice']:.2f}" if "same_choice" in hits else "-"})
+                                       else "-", "same set": f"{hits['same_choice']:.2f}" if "same_choice" in hits else "-",
+                                       "score spread": f"{hits['score_spread']:.3f}" if "score_spread" in hits else "-"})
     columns = ["encoder", "seeds", *QUALITY, "Colin27 region probe AUROC", "3D finetune 10% AUROC", "3D finetune 100% AUROC",
                "2D-3D R@1", "2D-3D R@10", "2D-3D auroc", "pretrain min"]
     write_json(ROOT / "benchmarks" / "results" / "unimedi_quality.json", {"runs": runs, "rows": rows, "selection": selection_rows})

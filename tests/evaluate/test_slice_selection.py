@@ -57,6 +57,7 @@ def test_hits_match_a_count_from_the_atlas(prepared, monkeypatch):
     for rule, values in want.items():
         assert result["all"][rule] == pytest.approx(float(np.mean(values)))
     assert 0 <= result["all"]["best"] <= 1 and result["all"]["best"] >= result["all"]["attentive"]
+    assert result["score_spread"] == pytest.approx(0.9 / (2.3 / 6))  # (max - min) / mean, the same for every crop
 
 
 def test_selection_needs_a_vit2d3d(prepared):

@@ -98,13 +98,17 @@ def selection_hits(model: Any, folder: str | Path, split: str | None = "train", 
         "brain_spearman": float(np.mean(brain_rho)) if brain_rho else None,
         "picked_slabs": np.bincount(np.ravel(picks), minlength=gz).tolist(),
         "same_choice": max(picks.count(p) for p in set(picks)) / len(picks),
+        # how decided the teacher is: (max - min) / mean of a crop's slab scores, averaged over crops
+        # (0 = flat attention, where the top k are picked by noise)
+        "score_spread": float(np.mean([np.ptp(v) / v.mean() for v in scores_by_study.values()])),
         "rows": pairs, "scores": {s: v.tolist() for s, v in scores_by_study.items()},
     }
 
 
 def selection_figure(model: Any, folder: str | Path, study: str, path: str | Path, k: int | None = None, min_voxels: int = 20) -> Path:
-    """One crop's slab-centre slices in a row-major grid, each titled with its score, the selected
-    ones framed red, and the slices holding the first named region marked; saved as PNG."""
+    """One crop's slab-centre slices in a row-major grid, each titled with its score over the crop's
+    mean slab score (the raw attention masses differ in the fourth decimal), the selected ones framed
+    red, and the slices holding the first named region marked; saved as PNG."""
     from .figures import pyplot, save_figure
 
     net = selection_net(model)
@@ -121,6 +125,7 @@ def selection_figure(model: Any, folder: str | Path, study: str, path: str | Pat
     labels = read_image(str(crop.labels), 3)["image"][0].numpy().round().astype(np.int64)
     holds = region_slices(labels, crop.regions[0], names, min_voxels)
     pd, gz = net.patch_depth, scores.shape[1]
+    relative = scores[0] / scores[0].mean()
     cols = min(8, gz)
     plt = pyplot()
     fig, axes = plt.subplots(-(-gz // cols), cols, figsize=(1.6 * cols, 1.8 * -(-gz // cols)), squeeze=False)
@@ -130,7 +135,7 @@ def selection_figure(model: Any, folder: str | Path, study: str, path: str | Pat
         z = s * pd + pd // 2
         ax = axes.flat[s]
         ax.imshow(volume[0, 0, :, :, z].T.numpy(), cmap="gray", origin="lower")
-        ax.set_title(f"z{z} {scores[0, s]:.3f}{' *' if holds[z] else ''}", fontsize=7, color="red" if s in pick else "black")
+        ax.set_title(f"z{z} {relative[s]:.3f}{' *' if holds[z] else ''}", fontsize=7, color="red" if s in pick else "black")
         if s in pick:
             ax.axis("on")
             ax.set_xticks([])
@@ -138,5 +143,5 @@ def selection_figure(model: Any, folder: str | Path, study: str, path: str | Pat
             for side in ax.spines.values():
                 side.set_edgecolor("red")
                 side.set_linewidth(2.5)
-    fig.suptitle(f"{study}: teacher slice scores, top {k} framed; * = holds {crop.regions[0]}", fontsize=8)
+    fig.suptitle(f"{study}: teacher slice score / mean score, top {k} framed; * = holds {crop.regions[0]}", fontsize=8)
     return save_figure(fig, path)
