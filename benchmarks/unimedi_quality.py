@@ -192,6 +192,7 @@ def selection(run: str, seed: int, steps: int, out: Path) -> dict:
     from medrep.evaluate.slice_selection import selection_figure, selection_hits
     from medrep.methods import build_method
 
+    trained(run, seed, steps, out)  # pretrained here when the score part has not (its record kept from another machine)
     recipe = recipe_for(run, seed, steps, out)
     folder = Path(recipe["trainer"]["output_dir"])
     torch.manual_seed(seed)
