@@ -1,5 +1,6 @@
 """MethodModule's per-step economies (log only on logging steps, loss read by the bar when it
-refreshes, host-only batch entries not walked) leave training and its logs as they were."""
+refreshes, host-only batch entries not walked, plain per-step attributes, a profiler that builds
+nothing) leave training and its logs as they were."""
 
 import csv
 
@@ -9,8 +10,8 @@ from helpers import tiny_recipe
 
 import medrep
 from medrep.engine import MethodModule, build_trainer, pretrain
-from medrep.engine.module import HOST_KEYS
-from medrep.engine.train import LossBar
+from medrep.engine.module import HOST_KEYS, PLAIN_ATTRIBUTES
+from medrep.engine.train import LossBar, QuietProfiler
 from medrep.methods import build_method
 from medrep.recipe import load_recipe
 
@@ -53,3 +54,25 @@ def test_progress_bar_shows_the_modules_last_loss(tiny_npz, tmp_path):
     assert "loss" not in bar.get_metrics(trainer, module)  # before the first step
     module.last_loss = torch.tensor(2.5)
     assert bar.get_metrics(trainer, module)["loss"] == 2.5
+
+
+def test_per_step_attributes_are_plain_and_module_attributes_still_register():
+    module = MethodModule(build_method(load_recipe({"method": {"name": "simclr"}, "model": {"name": "resnet10"}})), {})
+    params = len(list(module.parameters()))
+    module._current_fx_name = "training_step"
+    module.last_loss = torch.tensor(1.5)
+    assert module.__dict__["_current_fx_name"] == "training_step" and module.__dict__["last_loss"] == 1.5
+    assert "last_loss" not in module.state_dict() and not any("last_loss" in k for k in dict(module.named_buffers()))
+    module.extra = torch.nn.Parameter(torch.ones(2))  # any other name keeps nn.Module's registration
+    module.head = torch.nn.Linear(2, 2)
+    assert len(list(module.parameters())) == params + 3 and "extra" in module._parameters and "head" in module._modules
+    assert PLAIN_ATTRIBUTES == {"_current_fx_name", "last_loss"}
+
+
+def test_quiet_profiler_is_a_reusable_no_op_and_the_trainers_profiler(tiny_npz, tmp_path):
+    profiler = QuietProfiler()
+    with profiler.profile("outer") as a, profiler.profile("inner") as b:  # nested and reused, as Lightning does
+        pass
+    assert a is None and b is None and profiler.summary() == ""
+    recipe = load_recipe(tiny_recipe(tiny_npz, tmp_path / "run"))
+    assert isinstance(build_trainer(recipe, tmp_path / "run").profiler, QuietProfiler)

@@ -47,7 +47,20 @@ def batch_size(batch: dict) -> int:
     return sum(part["image"].shape[0] for part in batch["parts"]) if "parts" in batch else batch["image"].shape[0]
 
 
+#: Attributes set on the module every step: Lightning sets and restores ``_current_fx_name`` around
+#: each of the ~20 hooks it calls a step, and ``training_step`` keeps ``last_loss``. Neither can be a
+#: parameter, buffer or submodule, for which ``nn.Module.__setattr__``'s checks exist, and those checks
+#: cost ~0.25 ms a step on these CPUs (``benchmarks/engine_overhead.py``).
+PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_loss"})
+
+
 class MethodModule(pl.LightningModule):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def __init__(self, method: Method, optim: dict):
         super().__init__()
         self.method = method  # its weights are saved as "method.*": medrep.checkpoint.load_method relies on the name
