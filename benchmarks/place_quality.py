@@ -192,10 +192,12 @@ def collect(args) -> None:
             key = f"{f:g}"
             row[f"finetune {f:.0%} AUROC"] = mean_std([r["fractions"][key]["auroc"]["mean"] for r in rec["finetune"]
                                                        if key in r["fractions"]])
+        row["finetune seeds"] = len(rec["finetune"])
         row["Colin27 lobes Dice"] = mean_std([r["dice"] for r in rec["dense"]])
         row["pretrain min"] = mean_std([r.get("pretrain_minutes") for r in rec["quality"]])
         rows.append(row)
-    columns = ["encoder", "seeds", *QUALITY, *[f"finetune {f:.0%} AUROC" for f in FRACTIONS], "Colin27 lobes Dice", "pretrain min"]
+    columns = ["encoder", "seeds", *QUALITY, "finetune seeds", *[f"finetune {f:.0%} AUROC" for f in FRACTIONS], "Colin27 lobes Dice",
+               "pretrain min"]
     record = {"text_field": TEXT, "budget": BUDGET, "runs": runs, "rows": rows}
     write_json(ROOT / "benchmarks" / "results" / "place_quality.json", record)
     print(format_table(rows, columns))
