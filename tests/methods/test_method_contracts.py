@@ -97,7 +97,7 @@ def _small(recipe: dict, root: Path, spatial_dims: int) -> dict:
     if get_source(recipe["data"]["source"]).kind == "mixed":
         recipe["data"].update(batch_size=min(recipe["data"]["batch_size"], BATCH), num_workers=0)
         parts = []
-        for i, (name, weight, section) in enumerate(mixed_parts(recipe["data"], expand=True)):
+        for i, (name, weight, section) in enumerate(mixed_parts(recipe["data"])):
             section["batch_size"] = recipe["data"]["batch_size"]  # items its tiny tree holds
             part = _small_data({**recipe, "data": section}, root / f"part{i}", section["spatial_dims"])
             parts.append({k: v for k, v in part.items() if k != "batch_size"} | {"name": name, "weight": weight})
