@@ -137,21 +137,27 @@ def recipe_for(run: str, seed: int, steps: int, out: Path) -> dict:
     return load_recipe(raw)
 
 
-def trained(run: str, seed: int, steps: int, out: Path) -> torch.nn.Module:
-    from medrep.checkpoint import load_method
+def pretrained(run: str, seed: int, steps: int, out: Path) -> Path:
+    """The run's folder, pretrained first when its encoder is not there yet."""
     from medrep.engine import pretrain
-    from medrep.methods import build_method
 
     recipe = recipe_for(run, seed, steps, out)
-    if run == "random-init":
-        torch.manual_seed(seed)
-        return build_method(recipe).eval()
     folder = Path(recipe["trainer"]["output_dir"])
     if not (folder / "encoder" / "encoder.json").is_file():
         start = time.perf_counter()
         pretrain(recipe)
         (folder / "minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.2f}\n")
-    return load_method(folder)
+    return folder
+
+
+def trained(run: str, seed: int, steps: int, out: Path) -> torch.nn.Module:
+    from medrep.checkpoint import load_method
+    from medrep.methods import build_method
+
+    if run == "random-init":
+        torch.manual_seed(seed)
+        return build_method(recipe_for(run, seed, steps, out)).eval()
+    return load_method(pretrained(run, seed, steps, out))
 
 
 def medpix_data(recipe: dict) -> dict:
@@ -180,7 +186,7 @@ def score(run: str, seed: int, steps: int, out: Path) -> dict:
 
 def finetune(run: str, seed: int, steps: int, out: Path) -> dict:
     if run != "random-init":
-        trained(run, seed, steps, out)
+        pretrained(run, seed, steps, out)
     elif not (out / "unimedi" / f"seed{seed}" / "encoder" / "encoder.json").is_file():
         raise SystemExit("random-init fine-tunes unimedi's architecture: run --part score --runs unimedi first")
     return {"region_3d": finetune_3d(run, seed, steps, out)}
@@ -192,9 +198,8 @@ def selection(run: str, seed: int, steps: int, out: Path) -> dict:
     from medrep.evaluate.slice_selection import selection_figure, selection_hits
     from medrep.methods import build_method
 
-    trained(run, seed, steps, out)  # pretrained here when the score part has not (its record kept from another machine)
+    folder = pretrained(run, seed, steps, out)  # here when the score part has not (its record kept from another machine)
     recipe = recipe_for(run, seed, steps, out)
-    folder = Path(recipe["trainer"]["output_dir"])
     torch.manual_seed(seed)
     models = {0: build_method(recipe).eval()}
     for ckpt in sorted(folder.glob("checkpoints/step*.ckpt"), key=lambda p: int(p.stem.removeprefix("step"))):
