@@ -2,9 +2,9 @@
 
 Same method (model, loss, views), same batches from one DataLoader, same AdamW and LR schedule.
 The two loops alternate step by step in one process: the end of each medrep step (the method's
-``on_train_batch_end``) runs one step of the bare loop and times it apart, so each medrep step (the interval between two
-bare steps: Lightning's hooks, loggers, progress bar and checkpoint check included) is paired with
-a bare step taken milliseconds later, on the same machine state. Load swings on shared cores, which
+``on_train_batch_end``) runs one step of the bare loop and times it apart, so each medrep step
+(the interval between two bare steps: Lightning's hooks, loggers, progress bar and checkpoint
+check included) is paired with a bare step taken milliseconds later, on the same machine state. Load swings on shared cores, which
 moved whole rounds by 20-30 % when the loops took turns a round at a time, hit both alike. Each
 round builds both loops afresh (a new model, optimiser and Trainer: where tensors land in memory
 moves a round's speed too) and gives one ratio, the bare loop's time over medrep's across its

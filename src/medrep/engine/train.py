@@ -7,6 +7,7 @@ work under ``torchrun`` or Lightning's own launcher; nothing here spawns process
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -88,13 +89,9 @@ class StepCheckpoint(ModelCheckpoint):
     its settings (~0.04 ms a step on these CPUs), settings fixed once it is built. The key is spelled
     as ModelCheckpoint's, so a run saved before this class resumes with its checkpoint records."""
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
-        key = self.__dict__.get("_state_key")
-        if key is None:
-            key = ModelCheckpoint.state_key.fget(self).replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
-            self.__dict__["_state_key"] = key
-        return key
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
 
 def _checkpoint_callback(t: dict, folder: Path) -> ModelCheckpoint:
